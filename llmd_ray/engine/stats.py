@@ -1,0 +1,77 @@
+"""Engine stats: the snapshot routing and autoscaling read, kept up to date
+from vLLM's per-step scheduler stats.
+
+``StatsRecorder`` is pure: the vLLM stat-logger adapter in ``engine.py`` feeds
+it plain numbers, and tests feed it directly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """What one engine reports: load, KV usage and prefix-cache counters."""
+
+    num_waiting: int = 0
+    num_running: int = 0
+    kv_cache_usage: float = 0.0  # fraction of KV blocks in use, [0, 1]
+    prefix_cache_queries: int = 0  # tokens looked up in the prefix cache, cumulative
+    prefix_cache_hits: int = 0  # of which found, cumulative
+    prompt_tokens: int = 0  # cumulative
+    generation_tokens: int = 0  # cumulative
+    finished_requests: int = 0  # cumulative, any finish reason
+    aborted_requests: int = 0  # cumulative
+    preemptions: int = 0  # cumulative
+    block_size: int = 0
+    num_blocks: int = 0
+    updated_at: float = field(default_factory=time.time)
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        return self.prefix_cache_hits / self.prefix_cache_queries if self.prefix_cache_queries else 0.0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["prefix_cache_hit_rate"] = self.prefix_cache_hit_rate
+        return d
+
+
+class StatsRecorder:
+    """Accumulates per-step figures into an :class:`EngineStats`."""
+
+    def __init__(self, block_size: int = 0, num_blocks: int = 0):
+        self.stats = EngineStats(block_size=block_size, num_blocks=num_blocks)
+
+    def record_scheduler(
+        self,
+        *,
+        num_waiting: int,
+        num_running: int,
+        kv_cache_usage: float,
+        prefix_queries: int,
+        prefix_hits: int,
+        now: float | None = None,
+    ) -> None:
+        s = self.stats
+        s.num_waiting = num_waiting
+        s.num_running = num_running
+        s.kv_cache_usage = min(max(kv_cache_usage, 0.0), 1.0)
+        s.prefix_cache_queries += prefix_queries
+        s.prefix_cache_hits += prefix_hits
+        s.updated_at = time.time() if now is None else now
+
+    def record_iteration(
+        self, *, prompt_tokens: int, generation_tokens: int, preemptions: int, finish_reasons: list[str]
+    ) -> None:
+        s = self.stats
+        s.prompt_tokens += prompt_tokens
+        s.generation_tokens += generation_tokens
+        s.preemptions += preemptions
+        s.finished_requests += len(finish_reasons)
+        s.aborted_requests += sum(1 for r in finish_reasons if r == "abort")
+
+    def snapshot(self) -> EngineStats:
+        return replace(self.stats)

@@ -1,0 +1,1 @@
+"""Ray Serve deployments (LLMServer, OpenAIIngress) and app builders."""

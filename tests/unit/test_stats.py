@@ -1,0 +1,25 @@
+from llmd_ray.engine.stats import StatsRecorder
+
+
+def test_recorder_accumulates_counters_and_replaces_gauges():
+    r = StatsRecorder(block_size=128, num_blocks=100)
+    r.record_scheduler(num_waiting=3, num_running=2, kv_cache_usage=0.5, prefix_queries=256, prefix_hits=128, now=1.0)
+    r.record_scheduler(num_waiting=0, num_running=1, kv_cache_usage=1.7, prefix_queries=256, prefix_hits=256, now=2.0)
+    r.record_iteration(prompt_tokens=512, generation_tokens=4, preemptions=1, finish_reasons=["stop", "abort", "length"])
+    s = r.snapshot()
+    assert (s.num_waiting, s.num_running) == (0, 1)
+    assert s.kv_cache_usage == 1.0  # clamped
+    assert (s.prefix_cache_queries, s.prefix_cache_hits) == (512, 384)
+    assert s.prefix_cache_hit_rate == 0.75
+    assert (s.finished_requests, s.aborted_requests, s.preemptions) == (3, 1, 1)
+    assert (s.block_size, s.num_blocks, s.updated_at) == (128, 100, 2.0)
+    d = s.as_dict()
+    assert d["prefix_cache_hit_rate"] == 0.75 and d["num_blocks"] == 100
+
+
+def test_snapshot_is_a_copy():
+    r = StatsRecorder()
+    snap = r.snapshot()
+    r.record_scheduler(num_waiting=5, num_running=0, kv_cache_usage=0.1, prefix_queries=0, prefix_hits=0)
+    assert snap.num_waiting == 0 and r.snapshot().num_waiting == 5
+    assert r.snapshot().prefix_cache_hit_rate == 0.0
