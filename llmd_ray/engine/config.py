@@ -64,6 +64,10 @@ class EngineConfig(BaseModel):
     )
     seed: int = Field(default=0, description="Engine seed.")
     max_logprobs: int = Field(default=20, ge=0, description="Largest `logprobs`/`top_logprobs` accepted.")
+    warmup: bool = Field(
+        default=True,
+        description="Run two 1-token requests (greedy with logprobs, and seeded sampling) at start-up, so the first user request does not pay vLLM's lazy initialisation (~4 s measured here).",
+    )
     enable_log_requests: bool = Field(default=False, description="Log request ids (never prompt text).")
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra vLLM AsyncEngineArgs passed through unchanged."

@@ -21,7 +21,7 @@ from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.cpu import allowed_cpus, cpu_bind_value
 from llmd_ray.engine.stats import EngineStats, StatsRecorder
 from llmd_ray.engine.tiny import resolve_model
-from llmd_ray.engine.types import GenerateChunk, GenerateRequest, TokenLogprob
+from llmd_ray.engine.types import GenerateChunk, GenerateRequest, SamplingOptions, TokenLogprob
 from llmd_ray.errors import EngineDeadError, InvalidRequestError, RequestAbortedError
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,9 @@ class Engine:
         engine = cls(config, llm, device, cpu_bind, time.perf_counter() - t0)
         engine._observers = list(observers or [])
         holder["engine"] = engine
+        if config.warmup:
+            await engine._warmup()
+            engine.startup_s = time.perf_counter() - t0
         logger.info(
             "engine started in %.1fs: model=%s device=%s cpu_bind=%s blocks=%d x %d",
             engine.startup_s, config.name, device, cpu_bind, engine.num_blocks, engine.block_size,
@@ -138,6 +141,19 @@ class Engine:
             min_tokens=s.min_tokens,
             output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
         )
+
+    async def _warmup(self) -> None:
+        """Pay vLLM's first-use costs (sampler, logprobs paths) before serving."""
+        prompt = [1] * min(self.block_size + 8, self.max_model_len - 4)
+        for i, opts in enumerate(
+            (
+                SamplingOptions(max_tokens=2, temperature=0.0, logprobs=1, ignore_eos=True),
+                SamplingOptions(max_tokens=2, temperature=1.0, top_p=0.9, seed=0, ignore_eos=True),
+            )
+        ):
+            async for _ in self.generate(GenerateRequest(f"warmup-{i}", prompt, opts, stream=False)):
+                pass
+        await self.reset_prefix_cache()  # start with an empty cache, as users expect
 
     # -------------------------------------------------------------- controls
     async def abort(self, request_id: str) -> None:
