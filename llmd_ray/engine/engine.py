@@ -22,7 +22,7 @@ from llmd_ray.engine.cpu import allowed_cpus, cpu_bind_value
 from llmd_ray.engine.stats import EngineStats, StatsRecorder
 from llmd_ray.engine.tiny import resolve_model
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest, SamplingOptions, TokenLogprob
-from llmd_ray.errors import EngineDeadError, InvalidRequestError, RequestAbortedError
+from llmd_ray.errors import EngineDeadError, EngineError, InvalidRequestError, RequestAbortedError
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,10 @@ class Engine:
                 completion_tokens = len(choice.token_ids) + (completion_tokens if request.stream else 0)
                 finish = str(choice.finish_reason) if choice.finish_reason is not None else None
                 finished = finish is not None
+                if finish == "abort":
+                    raise RequestAbortedError(f"request {request.request_id} was aborted by the engine")
+                if finish == "error":
+                    raise EngineError(f"request {request.request_id} failed inside the engine (retryable)")
                 yield GenerateChunk(
                     request_id=request.request_id,
                     text=choice.text,
@@ -117,12 +121,11 @@ class Engine:
                         else None
                     ),
                 )
-                if finish == "abort":
-                    raise RequestAbortedError(f"request {request.request_id} was aborted by the engine")
         except VllmEngineDeadError as e:
             raise EngineDeadError(f"engine died: {e}") from e
         finally:
             if not finished:  # cancelled or closed early: free the engine's slot
+                self._recorder.record_abort()
                 await asyncio.shield(self.abort(request.request_id))
 
     def _sampling_params(self, request: GenerateRequest):

@@ -23,7 +23,7 @@ class EngineStats:
     prompt_tokens: int = 0  # cumulative
     generation_tokens: int = 0  # cumulative
     finished_requests: int = 0  # cumulative, any finish reason
-    aborted_requests: int = 0  # cumulative
+    aborted_requests: int = 0  # cumulative: by the caller (disconnect) or by the engine
     preemptions: int = 0  # cumulative
     block_size: int = 0
     num_blocks: int = 0
@@ -72,6 +72,10 @@ class StatsRecorder:
         s.preemptions += preemptions
         s.finished_requests += len(finish_reasons)
         s.aborted_requests += sum(1 for r in finish_reasons if r == "abort")
+
+    def record_abort(self) -> None:
+        """A request abandoned by its caller (disconnect, cancel) was aborted."""
+        self.stats.aborted_requests += 1
 
     def snapshot(self) -> EngineStats:
         return replace(self.stats)

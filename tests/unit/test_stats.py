@@ -12,6 +12,8 @@ def test_recorder_accumulates_counters_and_replaces_gauges():
     assert (s.prefix_cache_queries, s.prefix_cache_hits) == (512, 384)
     assert s.prefix_cache_hit_rate == 0.75
     assert (s.finished_requests, s.aborted_requests, s.preemptions) == (3, 1, 1)
+    r.record_abort()
+    assert r.snapshot().aborted_requests == 2
     assert (s.block_size, s.num_blocks, s.updated_at) == (128, 100, 2.0)
     d = s.as_dict()
     assert d["prefix_cache_hit_rate"] == 0.75 and d["num_blocks"] == 100
