@@ -18,7 +18,7 @@ from llmd_ray.engine.engine import Engine
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest
 from llmd_ray.serving.metrics import EngineMetrics
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ray.serve")  # Serve captures this logger into replica logs
 
 
 def _replica_rank() -> int | None:
@@ -37,6 +37,7 @@ class LLMServer:
         self.rank = _replica_rank()
         self.metrics = EngineMetrics(self.config.name)
         self.engine = await Engine.start(self.config, replica_rank=self.rank, observers=[self.metrics.observe])
+        logger.info("LLMServer ready: %s", self.model_info())
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
         """Stream output deltas (one final chunk when ``request.stream`` is false).
