@@ -1,0 +1,178 @@
+# Prefix-cache affinity with saturation release ("sticky until saturated").
+#
+# Per request, over the endpoints that reach this filter:
+#  1. Load: load(e) = max(backlog(e), num_waiting(e) * averageUncachedTokens), in pending prefill tokens.
+#  2. IMBALANCE GATE, before affinity: if max load - min load > imbalanceAbsTokens
+#     and max load > imbalanceRatio * min load: skip affinity, keep all, route by load.
+#  3. Match: m(e) = leading prefix blocks endpoint e holds; best = max m(e).
+#     If best < minMatchBlocks the request is cold: keep all.
+#  4. Warm set: the endpoints with m(e) >= warmFraction * best.
+#  5. Saturation: threshold = prefillTokensPerSecond * maxTtftPenaltySeconds;
+#     a warm endpoint is saturated when load(e) > threshold or it is at max_ongoing.
+#  6. Keep the unsaturated warm endpoints; if every warm endpoint is saturated,
+#     RELEASE: keep all, route by load.
+#
+# backlog(e) is the router's own estimate: each request routed to e adds its uncached tokens
+# (prompt - matched blocks * block_size), and the backlog drains at prefillTokensPerSecond.
+# "Route by load" = keep all endpoints and switch this profile's affinity scorers off (score 0),
+# so the balance scorers (queue, kv-cache-utilization, ...) decide.
+"""``prefix-cache-affinity``: filter. Keep a request on cache-warm endpoints until they saturate.
+
+llm-d's default, "sticky until saturated": a request whose prefix is cached
+somewhere stays on the endpoints holding (nearly) the longest match, unless
+that would queue it behind more prefill work than the allowed TTFT penalty
+buys; then it is released to all endpoints and routed by load. An imbalance
+gate evaluated first routes by load whenever the fleet is badly skewed. The
+algorithm, step by step, is the numbered comment at the top of this module.
+
+Inputs: prefix matches (approximate index, or the precise view with
+``matchSource: precise``); ``Endpoint.num_waiting``, ``in_flight``,
+``max_ongoing``; the router-side prefill backlog it keeps from ``on_routed``.
+
+Effect: keeps the warm set (reason ``warm``), or keeps all endpoints (reasons
+``cold``, ``imbalanced``, ``released``); ``imbalanced`` and ``released`` also
+switch the profile's affinity scorers off.
+
+Parameters: ``prefillTokensPerSecond``, ``maxTtftPenaltySeconds``, ``warmFraction``,
+``minMatchBlocks``, ``averageUncachedTokens``, ``imbalanceAbsTokens``, ``imbalanceRatio``,
+``matchSource``, ``maxStalenessSeconds``, ``profile``.
+
+Example:
+
+```yaml
+plugins:
+- type: prefix-cache-affinity
+  parameters:
+    prefillTokensPerSecond: 8000
+    maxTtftPenaltySeconds: 0.5
+- type: prefix-cache
+- type: queue
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: prefix-cache-affinity
+  - pluginRef: prefix-cache
+    weight: 3
+  - pluginRef: queue
+    weight: 2
+```
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from llmd_ray.routing.framework import CycleState, Filter, PluginParameters, RoutedEvent
+from llmd_ray.routing.plugins.precise_prefix_cache import precise_matches
+from llmd_ray.routing.types import Endpoint
+
+
+class PrefixCacheAffinityParameters(PluginParameters):
+    prefill_tokens_per_second: float = Field(
+        8000.0, gt=0, description="Measured prefill throughput of one endpoint (uncached tokens/s)."
+    )
+    max_ttft_penalty_seconds: float = Field(
+        0.5, gt=0, description="Queueing delay a warm endpoint may add; saturation threshold = throughput x this."
+    )
+    warm_fraction: float = Field(0.8, gt=0, le=1, description="Warm: matched blocks >= this x the best match.")
+    min_match_blocks: int = Field(1, ge=1, description="A best match below this many blocks makes the request cold.")
+    average_uncached_tokens: int = Field(
+        512, ge=0, description="Prefill tokens assumed per request in an engine's reported waiting queue."
+    )
+    imbalance_abs_tokens: float = Field(
+        16384.0, ge=0, description="Imbalance gate: max load - min load must exceed this (tokens)..."
+    )
+    imbalance_ratio: float = Field(2.0, ge=1, description="...and max load must exceed this x min load.")
+    match_source: Literal["approximate", "precise"] = Field(
+        "approximate", description="Where matches come from; precise falls back to approximate when unusable."
+    )
+    max_staleness_seconds: float = Field(10.0, gt=0, description="With matchSource precise: oldest usable view.")
+    profile: str | None = Field(None, description="Count backlog only for routings of this profile; null: all.")
+
+
+class PrefixCacheAffinityFilter(Filter):
+    type = "prefix-cache-affinity"
+    Parameters = PrefixCacheAffinityParameters
+
+    def __init__(self, name, params, handle):
+        super().__init__(name, params, handle)
+        self._backlog: dict[str, tuple[float, float]] = {}  # endpoint -> (tokens, as of)
+        self.outcomes = {"cold": 0, "warm": 0, "released": 0, "imbalanced": 0}
+
+    @property
+    def threshold_tokens(self) -> float:
+        return self.params.prefill_tokens_per_second * self.params.max_ttft_penalty_seconds
+
+    def backlog(self, endpoint_id: str, now: float) -> float:
+        entry = self._backlog.get(endpoint_id)
+        if entry is None:
+            return 0.0
+        tokens, t = entry
+        return max(0.0, tokens - self.params.prefill_tokens_per_second * max(0.0, now - t))
+
+    def load(self, e: Endpoint, now: float) -> float:
+        return max(self.backlog(e.id, now), e.num_waiting * self.params.average_uncached_tokens)
+
+    def _matches(self, cycle: CycleState) -> dict[str, int]:
+        if self.params.match_source == "precise":
+            m, _reason = precise_matches(cycle, self.params.max_staleness_seconds)
+            if m is not None:
+                return {ep: hit[0] for ep, hit in m.items()}
+        return cycle.prefix_matches()
+
+    def _loads(self, endpoints: list[Endpoint], now: float) -> list[float]:
+        """``load`` for every endpoint, inlined: this runs on every decision."""
+        rate, per_waiting = self.params.prefill_tokens_per_second, self.params.average_uncached_tokens
+        get = self._backlog.get
+        loads = []
+        for e in endpoints:
+            queued = e.num_waiting * per_waiting
+            entry = get(e.id)
+            if entry is not None:
+                left = entry[0] - rate * (now - entry[1]) if now > entry[1] else entry[0]
+                if left > queued:
+                    queued = left
+            loads.append(queued)
+        return loads
+
+    def filter(self, cycle: CycleState, endpoints: list[Endpoint]) -> tuple[list[Endpoint], str]:
+        p, now = self.params, cycle.now
+        loads = self._loads(endpoints, now)
+        lo, hi = min(loads), max(loads)
+        if hi - lo > p.imbalance_abs_tokens and hi > p.imbalance_ratio * lo:
+            self.outcomes["imbalanced"] += 1
+            cycle.affinity_off = f"{self.name}: imbalanced"
+            return endpoints, f"imbalanced: load {lo:.0f}..{hi:.0f} tokens; affinity skipped"
+        matches = self._matches(cycle)
+        get = matches.get
+        matched = [get(e.id, 0) for e in endpoints] if matches else None
+        best = max(matched) if matched else 0
+        if best < p.min_match_blocks:
+            self.outcomes["cold"] += 1
+            return endpoints, f"cold: best match {best} blocks"
+        floor = p.warm_fraction * best
+        threshold = self.threshold_tokens
+        warm = [i for i, m in enumerate(matched) if m >= floor]
+        kept = [endpoints[i] for i in warm if loads[i] <= threshold and not endpoints[i].at_capacity]
+        if kept:
+            self.outcomes["warm"] += 1
+            return kept, f"warm: {len(kept)} of {len(warm)} warm endpoints under {threshold:.0f} tokens (best {best})"
+        self.outcomes["released"] += 1
+        cycle.affinity_off = f"{self.name}: released"
+        return endpoints, f"released: all {len(warm)} warm endpoints saturated (> {threshold:.0f} tokens)"
+
+    def on_routed(self, event: RoutedEvent) -> None:
+        if self.params.profile is not None and event.profile != self.params.profile:
+            return
+        req = event.request
+        uncached = max(0, req.num_tokens - event.prior_matches.get(event.endpoint_id, 0) * req.block_size)
+        ep = event.endpoint_id
+        self._backlog[ep] = (self.backlog(ep, event.now) + uncached, event.now)
+
+    def remove_endpoint(self, endpoint_id: str) -> None:
+        self._backlog.pop(endpoint_id, None)
+
+    def stats(self) -> dict:
+        return {"outcomes": dict(self.outcomes)}

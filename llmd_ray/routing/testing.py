@@ -1,0 +1,55 @@
+"""Fakes for tests and benchmarks: a settable clock, plugin and request builders.
+
+Pure (no Ray, no vLLM), so the Ray router's tests can use them too.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from llmd_ray.routing.framework import CycleState, Plugin, PluginHandle
+from llmd_ray.routing.index import ApproximatePrefixIndex
+from llmd_ray.routing.types import Endpoint, RoutingRequest
+
+
+class FakeClock:
+    def __init__(self, t: float = 1_000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+
+def make_handle(
+    index: ApproximatePrefixIndex | None = None, clock: FakeClock | None = None, seed: int = 0, precise_view: Any = None
+) -> PluginHandle:
+    return PluginHandle(index or ApproximatePrefixIndex(), clock or FakeClock(), random.Random(seed), precise_view)
+
+
+def make_plugin(
+    cls: type[Plugin], handle: PluginHandle | None = None, name: str | None = None, **params: Any
+) -> Plugin:
+    """Instantiate a plugin directly; ``params`` use the YAML (camelCase) or Python names."""
+    return cls(name or cls.type, cls.Parameters.model_validate(params), handle or make_handle())
+
+
+def make_cycle(request: RoutingRequest, handle: PluginHandle) -> CycleState:
+    return CycleState(request, handle.clock(), handle)
+
+
+def make_request(
+    blocks: Sequence[int], block_size: int = 4, tail: int = 0, request_id: str = "r", session_id: str | None = None
+) -> RoutingRequest:
+    """A request whose block i is filled with token ``blocks[i]`` (equal prefixes share blocks)."""
+    tokens = [t for b in blocks for t in [b] * block_size] + [999_999] * tail
+    return RoutingRequest(request_id, tokens, block_size, session_id)
+
+
+def make_endpoints(n: int, **fields: Sequence[Any]) -> list[Endpoint]:
+    """``n`` endpoints e0..e{n-1}; each keyword gives a per-endpoint list for that field."""
+    return [Endpoint(f"e{i}", **{k: v[i] for k, v in fields.items()}) for i in range(n)]
