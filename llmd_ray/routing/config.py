@@ -19,6 +19,8 @@ error names the plugin and the field, e.g.
 
 from __future__ import annotations
 
+from llmd_ray import errors
+
 from typing import Any, Literal
 
 import yaml
@@ -57,12 +59,15 @@ def default_config() -> dict[str, Any]:
     return yaml.safe_load(DEFAULT_CONFIG_YAML)
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.ConfigError):
     """An invalid scheduler config; ``errors`` lists every problem found."""
 
     def __init__(self, errors: list[str]):
         self.errors = errors
         super().__init__("invalid scheduler config: " + "; ".join(errors))
+
+    def __reduce__(self):
+        return (type(self), (self.errors,))
 
 
 class _Model(BaseModel):

@@ -3,15 +3,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
 
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.serving.ingress import IngressConfig, OpenAIIngress
 from llmd_ray.serving.server import LLMServer
+
+
+class RouterArgs(BaseModel):
+    """How requests are routed to LLMServer replicas."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["llmd", "pow2"] = Field(
+        default="llmd",
+        description="`llmd`: the prefix-cache- and load-aware plugin router; `pow2`: Ray Serve's default power-of-two router.",
+    )
+    config: dict[str, Any] | str | None = Field(
+        default=None,
+        description="EndpointPickerConfig (plugins + schedulingProfiles) as a mapping or YAML text; None: the default profile.",
+    )
+    stats_period_s: float = Field(
+        default=0.5, gt=0, description="How often replicas' record_routing_stats is polled for routers."
+    )
+    block_size: int | None = Field(default=None, ge=1, description="KV block size; the replicas' reported size if unset.")
 
 
 class AppArgs(BaseModel):
@@ -28,6 +48,21 @@ class AppArgs(BaseModel):
     max_ongoing_requests: int = Field(default=256, ge=1, description="In-flight requests per replica.")
     ingress: IngressConfig = Field(default_factory=IngressConfig, description="OpenAI ingress limits.")
     ingress_replicas: int = Field(default=1, ge=1, description="OpenAI ingress replicas.")
+    router: RouterArgs = Field(default_factory=RouterArgs, description="Request routing to LLMServer replicas.")
+
+
+def request_router_config(router: RouterArgs) -> RequestRouterConfig:
+    """Serve's RequestRouterConfig for the chosen policy (validates the plugin config eagerly)."""
+    if router.policy == "pow2":
+        return RequestRouterConfig(request_routing_stats_period_s=router.stats_period_s)
+    from llmd_ray.routing.scheduler import Scheduler
+
+    Scheduler.from_config(router.config)  # a bad plugin config fails here, naming plugin and field
+    return RequestRouterConfig(
+        request_router_class="llmd_ray.routing.router:LLMDRequestRouter",
+        request_router_kwargs={"config": router.config, "block_size": router.block_size},
+        request_routing_stats_period_s=router.stats_period_s,
+    )
 
 
 def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
@@ -41,6 +76,7 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
         health_check_period_s=10,
         health_check_timeout_s=30,
         graceful_shutdown_timeout_s=20,
+        request_router_config=request_router_config(a.router),
     )
     ingress = OpenAIIngress.options(num_replicas=a.ingress_replicas)
     return ingress.bind(

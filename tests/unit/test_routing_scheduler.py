@@ -241,8 +241,11 @@ def test_pd_handler_validates_its_profiles():
 
 # -- purity --------------------------------------------------------------------------------------
 def test_routing_package_imports_neither_ray_nor_vllm():
+    """Everything but router.py (the thin Ray RequestRouter adapter) is pure."""
     root = pathlib.Path(__file__).resolve().parents[2] / "llmd_ray" / "routing"
     for path in root.rglob("*.py"):
+        if path.name == "router.py":
+            continue
         text = path.read_text()
         assert "import ray" not in text and "from ray" not in text, path
         assert "import vllm" not in text and "from vllm" not in text, path
