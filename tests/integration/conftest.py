@@ -4,52 +4,23 @@ the whole integration session, on a port of its own so that a running
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 
 import httpx
 import pytest
 
+from tests.conftest import HTTP_PORT, METRICS_PORT  # noqa: F401  (re-exported for tests)
+
 APP_NAME = "default"
-HTTP_PORT = int(os.environ.get("LLMD_RAY_TEST_PORT", "18000"))
-METRICS_PORT = int(os.environ.get("LLMD_RAY_TEST_METRICS_PORT", "18080"))
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    import ray
-
-    os.environ.setdefault("PYTHONHASHSEED", "0")
-    ray.init(
-        num_cpus=4,  # logical: 2 LLMServer replicas reserve 1 each; engines pin real cores by rank
-        include_dashboard=False,
-        _metrics_export_port=METRICS_PORT,
-        _system_config={"metrics_report_interval_ms": 1000},
-        runtime_env={"env_vars": {"PYTHONHASHSEED": "0"}},
-        log_to_driver=False,
-    )
-    yield ray
-    from ray import serve
-
-    serve.shutdown()
-    ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def app(ray_cluster):
+def app(serve_instance):
     """The default app, served on HTTP_PORT; yields its base URL."""
     from ray import serve
 
     from llmd_ray import build_app
 
-    assert _port_free(HTTP_PORT), f"port {HTTP_PORT} is taken"
-    serve.start(http_options={"host": "127.0.0.1", "port": HTTP_PORT})
     t0 = time.perf_counter()
     serve.run(
         build_app({"num_replicas": 2, "engine": {"model": "tiny-llama", "max_model_len": 4096}}),

@@ -1,0 +1,81 @@
+"""LLMDRequestRouter inside Ray Serve, over fake replicas that report stats.
+
+The fakes stand in for LLMServer (no engine): `generate` answers with the
+replica's id, and `record_routing_stats` reports whatever load the test sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from ray import serve
+
+from llmd_ray.engine.types import GenerateChunk, GenerateRequest, SamplingOptions
+from llmd_ray.serving.app import RouterArgs, request_router_config
+
+APP = "router-component"
+BLOCK = 4  # tiny blocks keep the prompts short
+
+
+@serve.deployment(num_replicas=3, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
+class FakeLLM:
+    def __init__(self):
+        self.id = serve.get_replica_context().replica_id.unique_id
+        self.waiting = 0
+
+    async def generate(self, request: GenerateRequest):
+        yield GenerateChunk(request.request_id, self.id, [], len(request.prompt_token_ids), 0, 1, "length")
+
+    def set_waiting(self, n: int) -> str:
+        self.waiting = n
+        return self.id
+
+    def record_routing_stats(self) -> dict:
+        return {"num_waiting": self.waiting, "num_running": 0, "kv_cache_usage": 0.1, "block_size": BLOCK,
+                "num_blocks": 10_000, "updated_at": __import__("time").time()}
+
+
+@pytest.fixture(scope="module")
+def handle(serve_instance):
+    config = request_router_config(RouterArgs(stats_period_s=0.2))
+    h = serve.run(FakeLLM.options(request_router_config=config).bind(), name=APP, route_prefix=None)
+    yield h
+    serve.delete(APP)
+
+
+async def _route(handle, tokens, session=None) -> str:
+    req = GenerateRequest(f"r{random.random()}", tokens, SamplingOptions(max_tokens=1), session_id=session)
+    chunks = [c async for c in handle.options(stream=True).generate.remote(req)]
+    return chunks[0].text
+
+
+@pytest.mark.asyncio
+async def test_requests_sharing_a_prefix_go_to_one_replica(handle):
+    rng = random.Random(3)
+    prefixes = [[rng.randrange(1000) for _ in range(8 * BLOCK)] for _ in range(9)]
+    placement: dict[int, set[str]] = {}
+    for _ in range(4):
+        for i, p in enumerate(prefixes):
+            replica = await _route(handle, p + [rng.randrange(1000) for _ in range(3)])
+            placement.setdefault(i, set()).add(replica)
+    assert all(len(r) == 1 for r in placement.values()), placement
+    # Cold prefixes are spread, not piled onto one replica.
+    assert len({next(iter(r)) for r in placement.values()}) >= 2
+
+
+@pytest.mark.asyncio
+async def test_a_saturated_warm_replica_is_released(handle):
+    rng = random.Random(5)
+    prefix = [rng.randrange(1000) for _ in range(8 * BLOCK)]
+    warm = await _route(handle, prefix + [1])
+    # Make the warm replica report a long queue, far above the saturation threshold.
+    for _ in range(30):
+        if await handle.set_waiting.remote(1000) == warm:
+            break
+    await asyncio.sleep(1.0)  # stats are polled every 0.2 s
+    others = {await _route(handle, prefix + [2 + i]) for i in range(5)}
+    assert warm not in others
+    for _ in range(30):
+        await handle.set_waiting.remote(0)
