@@ -1,0 +1,186 @@
+"""Command line: `python -m llmd_ray.bench {run,overhead,report,schema}`.
+
+`run` takes an optional workload YAML; any flag given overrides the file
+(flags are named like `vllm bench serve` where it has one). The merged dict
+is validated once by BenchConfig, so errors name the field either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from .config import WORKLOAD_TYPES, BenchConfig, ConfigError, LengthDist, load_config_file, validate_config
+
+
+def parse_rates(text: str) -> list[float]:
+    """'2' -> [2.0]; '1,2,4' -> a sweep; 'inf' -> everything at t=0."""
+    try:
+        rates = [math.inf if x.strip().lower() == "inf" else float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad rate list {text!r}: use e.g. 2 or 1,2,4 or inf") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise argparse.ArgumentTypeError(f"rates must be positive: {text!r}")
+    return rates
+
+
+def parse_stages(text: str) -> list[dict]:
+    """'1x30,2x30,4x60' -> rate 1 for 30 s, then 2 for 30 s, then 4 for 60 s."""
+    out = []
+    for part in text.split(","):
+        try:
+            rate, dur = part.lower().split("x")
+            out.append({"rate": float(rate), "duration_s": float(dur)})
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad stage {part!r}: use RATExSECONDS, e.g. 2x30") from None
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m llmd_ray.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a benchmark (sweep, or A/B compare with --vs / --config-a/--config-b)")
+    r.add_argument("config", nargs="?", help="workload YAML (see bench/configs/)")
+    r.add_argument("--base-url", default="http://127.0.0.1:8000", help="OpenAI-compatible server (A in compare mode)")
+    r.add_argument("--out", required=True, help="output dir")
+    g = r.add_argument_group("workload")
+    g.add_argument("--workload", choices=WORKLOAD_TYPES)
+    g.add_argument("--name")
+    g.add_argument("--model")
+    g.add_argument("--tokenizer", help="local tokenizer/model dir (default: tiny model dir for tiny-llama)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--num-requests", "--num-prompts", dest="num_requests", type=int)
+    g.add_argument("--input-len", type=int)
+    g.add_argument("--output-len", type=int)
+    g.add_argument("--length-distribution", choices=("fixed", "uniform", "normal", "lognormal"))
+    g.add_argument("--range-ratio", type=float, help="uniform lengths in [L(1-r), L(1+r)] (implies uniform)")
+    g.add_argument("--std-ratio", type=float, help="normal/lognormal std as a fraction of the mean")
+    g.add_argument("--num-groups", type=int)
+    g.add_argument("--prompts-per-group", type=int)
+    g.add_argument("--system-prompt-len", type=int)
+    g.add_argument("--question-len", type=int)
+    g.add_argument("--group-popularity", choices=("uniform", "zipf"))
+    g.add_argument("--zipf-exponent", type=float)
+    g.add_argument("--num-sessions", type=int)
+    g.add_argument("--turns", dest="turns_per_session", type=int)
+    g.add_argument("--think-time", dest="think_time_s", type=float)
+    g.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=None, help="default: on")
+    g.add_argument("--temperature", type=float)
+    ld = r.add_argument_group("load")
+    ld.add_argument("--rate", "--request-rate", dest="rate", type=parse_rates, help="req/s; 1,2,4 = sweep; inf")
+    ld.add_argument("--process", choices=("constant", "poisson", "gamma"))
+    ld.add_argument("--burstiness", type=float, help="gamma shape (implies --process gamma unless 1)")
+    ld.add_argument("--max-concurrency", type=int)
+    ld.add_argument("--stages", type=parse_stages, help="ramp: RATExSECONDS,... e.g. 1x30,2x30,4x30")
+    ld.add_argument("--duration", dest="duration_s", type=float, help="run for this long at --rate")
+    m = r.add_argument_group("measurement")
+    m.add_argument("--slo-ttft-ms", type=float)
+    m.add_argument("--slo-tpot-ms", type=float)
+    m.add_argument("--cost-per-hour", type=float, help="$ per replica-hour")
+    m.add_argument("--replicas", type=int)
+    m.add_argument("--metrics-url", help="Prometheus text endpoint to poll (e.g. http://127.0.0.1:8100/metrics)")
+    m.add_argument("--metrics-interval", dest="metrics_interval_s", type=float)
+    m.add_argument("--timeout", dest="timeout_s", type=float)
+    m.add_argument("--warmup", dest="warmup_requests", type=int)
+    m.add_argument("--measure-overhead", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure the client's own overhead first (a few seconds; default on)")
+    m.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    m.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True)
+    m.add_argument("--dry-run", action="store_true", help="build prompts and schedule, print them, send nothing")
+    s = r.add_argument_group("servers and compare")
+    s.add_argument("--server-cmd", help="start this server command before the run and stop it after")
+    s.add_argument("--serve-config", help="shorthand: --server-cmd 'serve run CONFIG'")
+    s.add_argument("--vs", help="compare: base URL of B (A is --base-url)")
+    s.add_argument("--config-a", help="compare: serve config started for each A phase")
+    s.add_argument("--config-b", help="compare: serve config started for each B phase")
+    s.add_argument("--cmd-a", help="compare: any server command for A")
+    s.add_argument("--cmd-b", help="compare: any server command for B")
+    s.add_argument("--label-a", default="A")
+    s.add_argument("--label-b", default="B")
+    s.add_argument("--phases", type=int, default=2, help="A/B phase pairs, run A B A B ...")
+    s.add_argument("--unique-prompts", action="store_true", help="fresh prompt content every phase (A/A tests)")
+    s.add_argument("--startup-timeout", type=float, default=900.0)
+    o = sub.add_parser("overhead", help="measure the client's overhead against a local fake SSE server")
+    o.add_argument("--out", help="write the ClientOverhead JSON here")
+    rp = sub.add_parser("report", help="print summaries of result dirs; with --out, load plots across them")
+    rp.add_argument("results", nargs="+")
+    rp.add_argument("--out")
+    sub.add_parser("schema", help="print the JSON schema of result.json")
+    return p
+
+
+_WORKLOAD_FLAGS = ("num_requests", "input_len", "output_len", "num_groups", "prompts_per_group", "system_prompt_len",
+                   "question_len", "group_popularity", "zipf_exponent", "num_sessions", "turns_per_session", "think_time_s")
+
+
+def _is_length(wtype: str, field: str) -> bool:
+    from . import config as C  # noqa: PLC0415
+
+    model = {"random": C.RandomWorkload, "long_input": C.LongInputWorkload, "long_output": C.LongOutputWorkload,
+             "shared_prefix": C.SharedPrefixWorkload, "multi_turn": C.MultiTurnWorkload}[wtype]
+    f = model.model_fields.get(field)
+    return f is not None and f.annotation is LengthDist
+
+
+def config_from_args(a: argparse.Namespace) -> BenchConfig:
+    data = load_config_file(a.config) if a.config else {}
+    wl = dict(data.get("workload") or {})
+    if a.workload and a.workload != wl.get("type", "random"):
+        wl = {}
+    wtype = a.workload or wl.get("type", "random")
+    wl["type"] = wtype
+    for key in _WORKLOAD_FLAGS:
+        v = getattr(a, key)
+        if v is None:
+            continue
+        if _is_length(wtype, key):
+            wl[key] = {**(wl.get(key) or {}), "mean": v}
+        else:
+            wl[key] = v
+    for key in ("input_len", "output_len", "question_len"):
+        if not _is_length(wtype, key) or not (a.length_distribution or a.range_ratio is not None or a.std_ratio):
+            continue
+        d = dict(wl.get(key) or {"mean": {"input_len": 512, "output_len": 128, "question_len": 64}[key]})
+        if a.range_ratio is not None:
+            d["range_ratio"] = a.range_ratio
+            d.setdefault("distribution", "uniform")
+        if a.std_ratio is not None:
+            d["std_ratio"] = a.std_ratio
+        if a.length_distribution:
+            d["distribution"] = a.length_distribution
+        wl[key] = d
+    data["workload"] = wl
+    load = dict(data.get("load") or {})
+    if a.rate is not None:
+        load["rate"], load["rates"] = (a.rate[0], None) if len(a.rate) == 1 else (load.get("rate", math.inf), a.rate)
+    if a.burstiness is not None and a.process is None and a.burstiness != 1.0:
+        load["process"] = "gamma"
+    for key in ("process", "burstiness", "max_concurrency", "stages", "duration_s"):
+        if getattr(a, key) is not None:
+            load[key] = getattr(a, key)
+    data["load"] = load
+    for key in ("name", "model", "tokenizer", "seed", "ignore_eos", "temperature", "metrics_url", "metrics_interval_s",
+                "timeout_s", "warmup_requests"):
+        if getattr(a, key) is not None:
+            data[key] = getattr(a, key)
+    slo = dict(data.get("slo") or {})
+    slo.update({k: v for k, v in (("ttft_ms", a.slo_ttft_ms), ("tpot_ms", a.slo_tpot_ms)) if v is not None})
+    data["slo"] = slo
+    if a.cost_per_hour is not None or a.replicas is not None:
+        cost = dict(data.get("cost") or {})
+        cost.update({k: v for k, v in (("per_hour", a.cost_per_hour), ("replicas", a.replicas)) if v is not None})
+        data["cost"] = cost
+    return validate_config(data, a.config or "command line")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import commands  # noqa: PLC0415 - keeps `--help` fast
+
+    try:
+        return commands.dispatch(args)
+    except (ConfigError, ConnectionError, FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,124 @@
+"""A/B compare: the same seeded workload against two endpoints, interleaved.
+
+Phases run A B A B ... (`phases` pairs), so drift on the machine (thermal,
+background jobs, cache state) hits both sides alike. Every summary figure
+is reported as the ratio A/B: mean over phase pairs of A_i/B_i, with
+min/max/std over pairs as the spread. A_i and B_i send identical prompts;
+pair i+1 uses fresh prompt content (same lengths, same arrival times) so a
+server cannot be helped by prefix-cache hits from its previous phase. With
+`unique_prompts` every phase gets its own content (use it for A/A runs
+against one server). Each side can be a running URL or a server command
+(`serve run X.yaml`, a vLLM server) started before and stopped after each
+phase, one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .benchmark import RunRequest, run_benchmark
+from .config import BenchConfig
+from .metrics import flatten
+from .report import write_json
+from .schema import BenchResult, ClientOverhead, CompareResult, RatioStat
+from .server import ServerProcess
+
+HEADLINE = ("ttft_ms.p50", "ttft_ms.p99", "tpot_ms.p50", "itl_ms.p50", "e2e_ms.p50", "e2e_ms.p99",
+            "request_throughput", "output_throughput", "goodput", "cache_hit_rate", "success_rate")
+
+
+@dataclass
+class Side:
+    label: str
+    base_url: str
+    command: list[str] | None = None   # start this server for each phase (None: already running)
+    env: dict = field(default_factory=dict)
+    startup_timeout_s: float = 900.0
+
+
+def ratio_stats(a_vals: list[float | None], b_vals: list[float | None]) -> RatioStat:
+    pairs = [(a, b) for a, b in zip(a_vals, b_vals) if a is not None and b not in (None, 0)]
+    ratios = [a / b for a, b in pairs]
+    if not ratios:
+        return RatioStat(a=a_vals, b=b_vals)
+    return RatioStat(ratio=statistics.fmean(ratios), min=min(ratios), max=max(ratios),
+                     std=statistics.stdev(ratios) if len(ratios) > 1 else 0.0, a=a_vals, b=b_vals)
+
+
+def compare_results(results_a: list[BenchResult], results_b: list[BenchResult]) -> dict[str, RatioStat]:
+    fa = [flatten(r.summary) for r in results_a]
+    fb = [flatten(r.summary) for r in results_b]
+    keys = sorted(set().union(*fa, *fb))
+    return {k: ratio_stats([f.get(k) for f in fa], [f.get(k) for f in fb]) for k in keys}
+
+
+async def _phase(cfg: BenchConfig, side: Side, out: Path, salt: int, i: int, progress: bool,
+                 overhead: ClientOverhead | None, plots: bool) -> BenchResult:
+    server = None
+    if side.command:
+        server = ServerProcess(side.command, side.base_url, env=side.env, log_path=out.with_suffix(".server.log"),
+                               startup_timeout_s=side.startup_timeout_s)
+        print(f"[compare] starting {side.label}: {' '.join(side.command)}", file=sys.stderr)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(server.start)
+    try:
+        req = RunRequest(base_url=side.base_url, out_dir=out, salt=salt, label=f"{side.label}#{i}", progress=progress,
+                         client_overhead=overhead, plots=plots)
+        return await run_benchmark(cfg, req)
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+
+async def run_compare(cfg: BenchConfig, a: Side, b: Side, phases: int, out_dir: str | Path, unique_prompts: bool = False,
+                      progress: bool = True, overhead: ClientOverhead | None = None,
+                      plots: bool = True) -> CompareResult:
+    if cfg.load.rates and len(cfg.load.rates) > 1:
+        raise ValueError("compare mode runs one load point: give a single rate")
+    if cfg.load.rates:
+        cfg = cfg.model_copy(update={"load": cfg.load.model_copy(update={"rate": cfg.load.rates[0], "rates": None})})
+    out = Path(out_dir)
+    res_a: list[BenchResult] = []
+    res_b: list[BenchResult] = []
+    for i in range(phases):
+        for k, (side, acc) in enumerate(((a, res_a), (b, res_b))):
+            salt = 2 * i + k if unique_prompts else i
+            acc.append(await _phase(cfg, side, out / f"{'AB'[k]}_phase{i}", salt, i, progress, overhead, plots))
+    cmp = CompareResult(name=cfg.name, label_a=a.label, label_b=b.label, phases=phases,
+                        metrics=compare_results(res_a, res_b),
+                        results_a=[f"A_phase{i}/result.json" for i in range(phases)],
+                        results_b=[f"B_phase{i}/result.json" for i in range(phases)])
+    write_json(cmp, out / "compare.json")
+    if plots:
+        _plot(cmp, a, b, phases, out)
+    return cmp
+
+
+def _plot(cmp: CompareResult, a: Side, b: Side, phases: int, out: Path) -> None:
+    from . import plots  # noqa: PLC0415
+    from .report import load_records  # noqa: PLC0415
+
+    plots.plot_compare(cmp, out / "compare.png")
+    curves = {a.label: [], b.label: []}
+    for i in range(phases):
+        curves[a.label] += [r.ttft_ms for r in load_records(out / f"A_phase{i}") if r.ok]
+        curves[b.label] += [r.ttft_ms for r in load_records(out / f"B_phase{i}") if r.ok]
+    plots.plot_ttft_cdf(curves, out / "compare_ttft_cdf.png")
+
+
+def print_compare(cmp: CompareResult, file=None) -> None:
+    file = file or sys.stdout
+    print(f"{cmp.name}: {cmp.label_a} / {cmp.label_b} over {cmp.phases} phase pair(s)", file=file)
+    print(f"  {'figure':<22} {'A/B':>8} {'min':>8} {'max':>8} {'std':>7}   A | B (mean)", file=file)
+    for k in HEADLINE:
+        m = cmp.metrics.get(k)
+        if m is None or m.ratio is None:
+            continue
+        am = statistics.fmean([v for v in m.a if v is not None]) if any(v is not None for v in m.a) else None
+        bm = statistics.fmean([v for v in m.b if v is not None]) if any(v is not None for v in m.b) else None
+        print(f"  {k:<22} {m.ratio:>8.3f} {m.min:>8.3f} {m.max:>8.3f} {m.std:>7.3f}   "
+              f"{am if am is None else f'{am:.4g}'} | {bm if bm is None else f'{bm:.4g}'}", file=file)
