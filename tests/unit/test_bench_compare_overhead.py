@@ -36,3 +36,11 @@ async def test_overhead_measurement_is_small_and_sane():
     assert 0 < o.ttft_floor_ms < 50 and 0 < o.per_request_ms < 50 and 0 <= o.per_token_ms < 5
     assert o.max_requests_per_s > 5 and o.max_chunks_per_s > 50
     assert "ms CPU/request" in format_overhead(o)
+
+
+def test_which_side_is_better():
+    from llmd_ray.bench.metrics import a_is_better
+
+    assert a_is_better("ttft_ms.p50", 0.5) is True and a_is_better("e2e_ms.p99", 1.3) is False
+    assert a_is_better("output_throughput", 1.2) is True and a_is_better("cache_hit_rate", 0.5) is False
+    assert a_is_better("tpot_ms.p50", 1.01) is None
