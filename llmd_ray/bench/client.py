@@ -145,9 +145,9 @@ async def stream_request(client: httpx.AsyncClient, url: str, payload: dict, hea
     return res
 
 
-def completions_payload(model: str, prompt: str, max_tokens: int, ignore_eos: bool,
-                        temperature: float | None, extra: dict) -> dict:
-    p = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "stream": True,
+def _payload(model: str, body: dict, max_tokens: int, ignore_eos: bool, temperature: float | None,
+             extra: dict) -> dict:
+    p = {"model": model, **body, "max_tokens": max_tokens, "stream": True,
          "stream_options": {"include_usage": True}}
     if ignore_eos:
         p["ignore_eos"] = True
@@ -155,15 +155,13 @@ def completions_payload(model: str, prompt: str, max_tokens: int, ignore_eos: bo
         p["temperature"] = temperature
     p.update(extra)
     return p
+
+
+def completions_payload(model: str, prompt: str, max_tokens: int, ignore_eos: bool,
+                        temperature: float | None, extra: dict) -> dict:
+    return _payload(model, {"prompt": prompt}, max_tokens, ignore_eos, temperature, extra)
 
 
 def chat_payload(model: str, messages: list[dict], max_tokens: int, ignore_eos: bool,
                  temperature: float | None, extra: dict) -> dict:
-    p = {"model": model, "messages": messages, "max_tokens": max_tokens, "stream": True,
-         "stream_options": {"include_usage": True}}
-    if ignore_eos:
-        p["ignore_eos"] = True
-    if temperature is not None:
-        p["temperature"] = temperature
-    p.update(extra)
-    return p
+    return _payload(model, {"messages": messages}, max_tokens, ignore_eos, temperature, extra)
