@@ -74,8 +74,14 @@ async def test_a_saturated_warm_replica_is_released(handle):
     for _ in range(30):
         if await handle.set_waiting.remote(1000) == warm:
             break
-    await asyncio.sleep(1.0)  # stats are polled every 0.2 s
-    others = {await _route(handle, prefix + [2 + i]) for i in range(5)}
+    # Stats are polled every 0.2 s, but a loaded CI machine can delay a poll by
+    # seconds: wait (bounded) until the router has seen the queue, then demand
+    # that five requests in a row avoid the saturated replica.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30.0
+    while await _route(handle, prefix + [2]) == warm and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+    others = {await _route(handle, prefix + [3 + i]) for i in range(5)}
     assert warm not in others
     for _ in range(30):
         await handle.set_waiting.remote(0)
