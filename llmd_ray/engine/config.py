@@ -68,6 +68,10 @@ class EngineConfig(BaseModel):
         default=True,
         description="Run two 1-token requests (greedy with logprobs, and seeded sampling) at start-up, so the first user request does not pay vLLM's lazy initialisation (~4 s measured here).",
     )
+    kv_events: bool = Field(
+        default=False,
+        description="Publish vLLM KV cache events (ZMQ) to the app's KV-index actor, for the `precise-prefix-cache` scorer.",
+    )
     enable_log_requests: bool = Field(default=False, description="Log request ids (never prompt text).")
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra vLLM AsyncEngineArgs passed through unchanged."

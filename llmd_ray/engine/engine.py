@@ -55,9 +55,14 @@ class Engine:
     # ------------------------------------------------------------------ start
     @classmethod
     async def start(
-        cls, config: EngineConfig, *, replica_rank: int | None = None, observers: list[StepObserver] | None = None
+        cls, config: EngineConfig, *, replica_rank: int | None = None, observers: list[StepObserver] | None = None,
+        extra_engine_args: dict[str, Any] | None = None,
     ) -> "Engine":
-        """Start an engine; ``replica_rank`` pins it to cores of its own on CPU."""
+        """Start an engine; ``replica_rank`` pins it to cores of its own on CPU.
+
+        ``extra_engine_args`` are set by the serving layer (e.g. the replica's own
+        ``kv_events_config`` endpoint and topic) on top of ``config.engine_args``.
+        """
         device = config.resolved_device(_platform_is_gpu())
         cpu_bind = None
         if device == "cpu":
@@ -68,7 +73,8 @@ class Engine:
         holder: dict[str, Engine] = {}
         factory = _stat_logger_factory(holder)
         t0 = time.perf_counter()
-        llm = await asyncio.to_thread(_build_async_llm, config.engine_args(model_path, device), factory)
+        engine_args = {**config.engine_args(model_path, device), **(extra_engine_args or {})}
+        llm = await asyncio.to_thread(_build_async_llm, engine_args, factory)
         engine = cls(config, llm, device, cpu_bind, time.perf_counter() - t0)
         engine._observers = list(observers or [])
         holder["engine"] = engine
@@ -212,6 +218,12 @@ def _build_async_llm(engine_args: dict[str, Any], stat_logger_factory) -> Any:
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
+    engine_args = dict(engine_args)
+    for key, cls_name in (("kv_events_config", "KVEventsConfig"), ("kv_transfer_config", "KVTransferConfig")):
+        if isinstance(engine_args.get(key), dict):  # YAML/JSON-friendly form -> vLLM's dataclass
+            import vllm.config as vllm_config
+
+            engine_args[key] = getattr(vllm_config, cls_name)(**engine_args[key])
     return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args), stat_loggers=[stat_logger_factory])
 
 

@@ -19,13 +19,16 @@ retries with backoff are safe.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections import defaultdict
 from typing import Any
 
 from ray.serve.request_router import PendingRequest, ReplicaID, ReplicaResult, RequestRouter, RunningReplica
 
+from llmd_ray.routing.kv_event_index import IndexMirror
 from llmd_ray.routing.scheduler import Scheduler
 from llmd_ray.routing.types import Endpoint, RoutingRequest
 
@@ -49,6 +52,19 @@ class _RouterMetrics:
             "llmd_router_decision_latency_seconds", description="choose_replicas latency.",
             boundaries=[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
         )
+        self.kv_index_syncs = metrics.Counter(
+            "llmd_router_kv_index_syncs", description="Syncs with the KV-index actor by result (ok, error, timeout).",
+            tag_keys=("result",),
+        )
+        self.kv_index_staleness = metrics.Gauge(
+            "llmd_router_kv_index_staleness_seconds",
+            description="Age of the router's copy of the KV-index; above the scorer's limit it routes on the approximate index.",
+        )
+        self.precise_fallbacks = metrics.Counter(
+            "llmd_router_precise_fallbacks",
+            description="Decisions where the precise index was missing/stale/broken and the approximate index was used.",
+            tag_keys=("reason",),
+        )
         self.predicted_hit = metrics.Histogram(
             "llmd_router_predicted_hit_ratio", description="Predicted cached fraction of the prompt on the chosen replica.",
             boundaries=[0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99],
@@ -56,6 +72,10 @@ class _RouterMetrics:
 
 
 _MAX_PENDING = 8192
+
+
+async def _call(fn, *args):
+    return fn(*args)
 
 
 def _bound(d: dict) -> None:
@@ -67,8 +87,20 @@ def _bound(d: dict) -> None:
 class LLMDRequestRouter(RequestRouter):
     """Prefix-cache- and load-aware routing over ``LLMServer`` replicas."""
 
-    def initialize_state(self, config: Any = None, block_size: int | None = None, hash_seed: str | None = None, **_):
+    def initialize_state(
+        self, config: Any = None, block_size: int | None = None, hash_seed: str | None = None,
+        kv_index: str | None = None, kv_index_sync_s: float = 0.2, **_,
+    ):
         self._scheduler = Scheduler.from_config(config)
+        # Precise index: a local mirror of the app's KVIndex deployment, kept current by a
+        # background task (never awaited on the routing path).
+        self._kv_index = kv_index
+        self._kv_index_sync_s = kv_index_sync_s
+        self._mirror = IndexMirror() if kv_index else None
+        self._sync_thread: threading.Thread | None = None
+        self._precise_fallbacks_seen: dict[str, int] = {}
+        if self._mirror is not None:
+            self._scheduler.set_precise_view(self._mirror)
         self._block_size = block_size
         self._hash_seed = hash_seed
         self._in_flight: dict[str, int] = defaultdict(int)
@@ -86,6 +118,8 @@ class LLMDRequestRouter(RequestRouter):
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
     ) -> list[list[RunningReplica]]:
         t0 = time.perf_counter()
+        if self._mirror is not None and self._sync_thread is None:
+            self._start_kv_index_sync()
         request = self._routing_request(pending_request, candidate_replicas)
         if request is None:  # not a GenerateRequest (e.g. stats or model_info calls): any replica
             self._metrics.fallbacks.inc(tags={"reason": "no_tokens"})
@@ -101,6 +135,8 @@ class LLMDRequestRouter(RequestRouter):
         ranked = [[by_id[e]] for e in result.ranked if e in by_id]
         self._outcomes[pending_request.metadata.internal_request_id] = self._outcome(result)
         self._metrics.latency.observe(time.perf_counter() - t0)
+        if self._mirror is not None:
+            self._count_precise_fallbacks()
         if not ranked:
             self._metrics.fallbacks.inc(tags={"reason": "none_eligible"})
         return ranked
@@ -124,6 +160,51 @@ class LLMDRequestRouter(RequestRouter):
         _bound(self._routing_requests)
         _bound(self._outcomes)
         return request
+
+    # -------------------------------------------------------- precise index
+    # The KVIndex is pulled from a thread of its own: a DeploymentHandle call made
+    # on the router's event loop would wait on that same loop (Serve runs handle
+    # routing there) and deadlock. Changes are applied on the loop, so lookups on
+    # the routing path never race with updates.
+    def _start_kv_index_sync(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sync_thread = threading.Thread(target=self._sync_kv_index, args=(loop,), name="llmd-kv-index-sync", daemon=True)
+        self._sync_thread.start()
+
+    def _live_kv_endpoints(self) -> dict[str, Any]:
+        return {rid.unique_id: r.routing_stats.get("kv_events")
+                for rid, r in self.curr_replicas.items() if r.routing_stats.get("kv_events")}
+
+    def _sync_kv_index(self, loop: asyncio.AbstractEventLoop) -> None:
+        from ray import serve
+
+        handle = None
+        timeout = max(1.0, 5 * self._kv_index_sync_s)
+        while not loop.is_closed():
+            try:
+                if handle is None:
+                    handle = serve.get_deployment_handle(self._kv_index, app_name=self.app_name)
+                live = asyncio.run_coroutine_threadsafe(_call(self._live_kv_endpoints), loop).result(timeout)
+                changes = handle.sync.remote(live, self._mirror.epoch, self._mirror.seq).result(timeout_s=timeout)
+                asyncio.run_coroutine_threadsafe(_call(self._mirror.apply, changes), loop).result(timeout)
+                self._metrics.kv_index_syncs.inc(tags={"result": "ok"})
+            except TimeoutError:
+                self._metrics.kv_index_syncs.inc(tags={"result": "timeout"})
+            except Exception as e:
+                self._metrics.kv_index_syncs.inc(tags={"result": "error"})
+                logger.debug("router: KVIndex sync failed: %s", e)
+            staleness = self._mirror.staleness_s()
+            if staleness != float("inf"):  # never synced: no sample rather than a sentinel
+                self._metrics.kv_index_staleness.set(staleness)
+            time.sleep(self._kv_index_sync_s)
+
+    def _count_precise_fallbacks(self) -> None:
+        for name, s in self._scheduler.stats().items():
+            for reason, n in (s.get("fallbacks") or {}).items() if isinstance(s.get("fallbacks"), dict) else ():
+                key = f"{name}/{reason}"
+                if n > self._precise_fallbacks_seen.get(key, 0):
+                    self._metrics.precise_fallbacks.inc(n - self._precise_fallbacks_seen.get(key, 0), tags={"reason": reason})
+                    self._precise_fallbacks_seen[key] = n
 
     # ----------------------------------------------------------- lifecycle
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: ReplicaResult) -> None:
@@ -179,4 +260,8 @@ class LLMDRequestRouter(RequestRouter):
 
     def routing_snapshot(self) -> dict[str, Any]:
         """Router-side state for debugging: in-flight counts and plugin counters."""
-        return {"in_flight": dict(self._in_flight), "plugins": self._scheduler.stats()}
+        out = {"in_flight": dict(self._in_flight), "plugins": self._scheduler.stats()}
+        if self._mirror is not None:
+            out["kv_index"] = {"epoch": self._mirror.epoch, "seq": self._mirror.seq, "blocks": len(self._mirror.blocks),
+                               "staleness_s": self._mirror.staleness_s()}
+        return out
