@@ -21,10 +21,14 @@ from llmd_ray.errors import (
     InvalidRequestError,
     LLMDRayError,
     ModelNotFoundError,
+    PermissionDeniedError,
     PromptTooLongError,
+    RateLimitError,
     RequestAbortedError,
     RequestError,
+    RequestShedError,
     RequestTooLargeError,
+    ServiceOverloadedError,
 )
 
 __version__ = "0.1.0"
@@ -33,6 +37,8 @@ __all__ = [
     "__version__",
     # app builders and configuration
     "build_app",
+    "build_pd_app",
+    "PDAppArgs",
     "AppArgs",
     "EngineConfig",
     "IngressConfig",
@@ -55,10 +61,16 @@ __all__ = [
     "EngineError",
     "EngineDeadError",
     "RequestAbortedError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServiceOverloadedError",
+    "RequestShedError",
 ]
 
 _LAZY = {
     "build_app": "llmd_ray.serving.app",
+    "build_pd_app": "llmd_ray.serving.pd_app",
+    "PDAppArgs": "llmd_ray.serving.pd_app",
     "AppArgs": "llmd_ray.serving.app",
     "IngressConfig": "llmd_ray.serving.ingress",
     "OpenAIIngress": "llmd_ray.serving.ingress",

@@ -11,14 +11,20 @@ the HTTP status it maps to, the OpenAI error ``type`` and the request field
     │   ├── InvalidRequestError      400: a field is missing, of the wrong type or out of range
     │   │   └── PromptTooLongError   400: prompt (+ max_tokens) exceeds max_model_len
     │   ├── AuthenticationError      401: missing or wrong API key
+    │   ├── PermissionDeniedError    403: the API key may not use the requested QoS class
     │   ├── ModelNotFoundError       404: unknown ``model``
-    │   └── RequestTooLargeError     413: the body exceeds the configured limit
+    │   ├── RequestTooLargeError     413: the body exceeds the configured limit
+    │   └── RateLimitError           429: the API key's request rate is exceeded (Retry-After)
+    ├── ServiceOverloadedError       503: flow control found no capacity within the class's queue wait
+    │   └── RequestShedError         429: flow control shed a sheddable request (saturated; Retry-After)
     └── EngineError                  the serving side failed (5xx)
         ├── EngineDeadError          503: the engine process died; the replica restarts
         └── RequestAbortedError      503: the engine aborted the request (e.g. shutdown)
 """
 
 from __future__ import annotations
+
+import math
 
 __all__ = [
     "LLMDRayError",
@@ -27,8 +33,12 @@ __all__ = [
     "InvalidRequestError",
     "PromptTooLongError",
     "AuthenticationError",
+    "PermissionDeniedError",
     "ModelNotFoundError",
     "RequestTooLargeError",
+    "RateLimitError",
+    "ServiceOverloadedError",
+    "RequestShedError",
     "EngineError",
     "EngineDeadError",
     "RequestAbortedError",
@@ -41,14 +51,23 @@ class LLMDRayError(Exception):
     status_code: int = 500
     error_type: str = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, retry_after_s: float | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        self.retry_after_s = retry_after_s  # sent as a Retry-After header (whole seconds, at least 1)
 
-    def __reduce__(self):  # keep param/code when pickled across Ray processes
-        return (_rebuild, (type(self), self.message, self.param, self.code))
+    def __reduce__(self):  # keep param/code/retry_after_s when pickled across Ray processes
+        return (_rebuild, (type(self), self.message, self.param, self.code, self.retry_after_s))
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that go with the error response."""
+        if self.retry_after_s is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
     def to_openai(self) -> dict:
         """The OpenAI-style error body: ``{"error": {message, type, param, code}}``."""
@@ -62,8 +81,8 @@ class LLMDRayError(Exception):
         }
 
 
-def _rebuild(cls, message, param, code):
-    return cls(message, param=param, code=code)
+def _rebuild(cls, message, param, code, retry_after_s=None):
+    return cls(message, param=param, code=code, retry_after_s=retry_after_s)
 
 
 class ConfigError(LLMDRayError, ValueError):
@@ -91,6 +110,16 @@ class AuthenticationError(RequestError):
     status_code = 401
     error_type = "authentication_error"
 
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "WWW-Authenticate": "Bearer"}
+
+
+class PermissionDeniedError(RequestError):
+    """The API key is valid but may not do this (e.g. ask for a higher QoS class)."""
+
+    status_code = 403
+    error_type = "permission_error"
+
 
 class ModelNotFoundError(RequestError):
     status_code = 404
@@ -99,6 +128,27 @@ class ModelNotFoundError(RequestError):
 
 class RequestTooLargeError(RequestError):
     status_code = 413
+
+
+class RateLimitError(RequestError):
+    """The API key sent requests faster than its rate limit; retry after ``retry_after_s``."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+
+class ServiceOverloadedError(LLMDRayError):
+    """Flow control found no capacity for the request within its QoS class's maximum queue wait."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+
+class RequestShedError(ServiceOverloadedError):
+    """Flow control shed a sheddable request because the replicas are saturated."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
 
 
 class EngineError(LLMDRayError):

@@ -68,8 +68,11 @@ class SharedPrefixWorkload(_Strict):
     question_len: int = Field(100, ge=1, description="Per-prompt question length in tokens, after the prefix.")
     output_len: int = Field(32, ge=1, description="max_tokens per request.")
     num_requests: int | None = Field(None, ge=1, description="Requests to send; default num_groups*prompts_per_group (each prompt once).")
-    group_popularity: Literal["uniform", "zipf"] = Field("uniform", description="How requests pick a group.")
+    group_popularity: Literal["uniform", "zipf", "hotspot"] = Field("uniform", description="How requests pick a group.")
     zipf_exponent: float = Field(1.1, gt=0.0, description="Zipf exponent s: P(group k) ~ 1/k^s (zipf popularity only).")
+    hotspot_fraction: float = Field(
+        0.7, gt=0.0, lt=1.0, description="hotspot popularity: share of requests for group 0; the rest uniform over the others."
+    )
 
 
 class MultiTurnWorkload(_Strict):

@@ -108,7 +108,13 @@ def group_sequence(w: SharedPrefixWorkload, n: int, rng: np.random.Generator) ->
     g, q = w.num_groups, w.prompts_per_group
     if w.group_popularity == "uniform" and n == g * q:
         return [(int(k) // q, int(k) % q) for k in rng.permutation(g * q)]
-    p = zipf_weights(g, w.zipf_exponent) if w.group_popularity == "zipf" else np.full(g, 1.0 / g)
+    if w.group_popularity == "zipf":
+        p = zipf_weights(g, w.zipf_exponent)
+    elif w.group_popularity == "hotspot" and g > 1:
+        p = np.full(g, (1.0 - w.hotspot_fraction) / (g - 1))
+        p[0] = w.hotspot_fraction
+    else:
+        p = np.full(g, 1.0 / g)
     groups = rng.choice(g, size=n, p=p)
     used = [0] * g
     seq = []

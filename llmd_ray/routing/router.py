@@ -122,7 +122,8 @@ class LLMDRequestRouter(RequestRouter):
             self._start_kv_index_sync()
         request = self._routing_request(pending_request, candidate_replicas)
         if request is None:  # not a GenerateRequest (e.g. stats or model_info calls): any replica
-            self._metrics.fallbacks.inc(tags={"reason": "no_tokens"})
+            if pending_request is not None and pending_request.metadata.call_method == "generate":
+                self._metrics.fallbacks.inc(tags={"reason": "no_tokens"})
             return [candidate_replicas]
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
         endpoints = [

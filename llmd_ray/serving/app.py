@@ -12,7 +12,12 @@ from ray.serve.config import RequestRouterConfig
 
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.serving.ingress import IngressConfig, OpenAIIngress
+from llmd_ray.serving.qos import QoSConfig
+from llmd_ray.serving.kv_index import KVIndex
 from llmd_ray.serving.server import LLMServer
+
+
+KV_INDEX_DEPLOYMENT = "KVIndex"
 
 
 class RouterArgs(BaseModel):
@@ -32,6 +37,19 @@ class RouterArgs(BaseModel):
         default=0.5, gt=0, description="How often replicas' record_routing_stats is polled for routers."
     )
     block_size: int | None = Field(default=None, ge=1, description="KV block size; the replicas' reported size if unset.")
+    precise_index: bool | None = Field(
+        default=None,
+        description="Run the KVIndex deployment (vLLM KV events) and mirror it in routers; None: on when the config uses `precise-prefix-cache` or `matchSource: precise`. Turns on `engine.kv_events`.",
+    )
+    kv_index_sync_s: float = Field(default=0.2, gt=0, description="How often routers pull KV-index deltas.")
+
+    def uses_precise_index(self) -> bool:
+        if self.policy != "llmd":
+            return False
+        if self.precise_index is not None:
+            return self.precise_index
+        text = self.config if isinstance(self.config, str) else repr(self.config)
+        return "precise-prefix-cache" in text or "'precise'" in text or "matchSource: precise" in text
 
 
 class AppArgs(BaseModel):
@@ -49,6 +67,11 @@ class AppArgs(BaseModel):
     ingress: IngressConfig = Field(default_factory=IngressConfig, description="OpenAI ingress limits.")
     ingress_replicas: int = Field(default=1, ge=1, description="OpenAI ingress replicas.")
     router: RouterArgs = Field(default_factory=RouterArgs, description="Request routing to LLMServer replicas.")
+    qos: QoSConfig = Field(
+        default_factory=QoSConfig,
+        description="QoS classes (priority, TTFT/ITL objectives, sheddability) and how requests select them; "
+        "read by the ingress's flow control, and the one source for the router and the autoscaler.",
+    )
 
 
 def request_router_config(router: RouterArgs) -> RequestRouterConfig:
@@ -60,7 +83,11 @@ def request_router_config(router: RouterArgs) -> RequestRouterConfig:
     Scheduler.from_config(router.config)  # a bad plugin config fails here, naming plugin and field
     return RequestRouterConfig(
         request_router_class="llmd_ray.routing.router:LLMDRequestRouter",
-        request_router_kwargs={"config": router.config, "block_size": router.block_size},
+        request_router_kwargs={
+            "config": router.config, "block_size": router.block_size,
+            "kv_index": KV_INDEX_DEPLOYMENT if router.uses_precise_index() else None,
+            "kv_index_sync_s": router.kv_index_sync_s,
+        },
         request_routing_stats_period_s=router.stats_period_s,
     )
 
@@ -68,6 +95,8 @@ def request_router_config(router: RouterArgs) -> RequestRouterConfig:
 def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
     """Build the aggregated OpenAI app: ingress -> N LLMServer replicas."""
     a = AppArgs.model_validate(args or {})
+    precise = a.router.uses_precise_index()
+    engine = a.engine.model_copy(update={"kv_events": True}) if precise else a.engine
     server = serve.deployment(LLMServer).options(
         name="LLMServer",
         num_replicas=a.num_replicas,
@@ -79,8 +108,13 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
         request_router_config=request_router_config(a.router),
     )
     ingress = OpenAIIngress.options(num_replicas=a.ingress_replicas)
+    kv_index = (
+        serve.deployment(KVIndex).options(name=KV_INDEX_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0}).bind()
+        if precise else None
+    )
     return ingress.bind(
-        server.bind(a.engine.model_dump()),
-        a.engine.model_dump(),
+        server.bind(engine.model_dump(), kv_index),
+        engine.model_dump(),
         a.ingress.model_dump(),
+        a.qos.model_dump(),
     )

@@ -1,17 +1,20 @@
 """The OpenAI-compatible ingress: FastAPI routes and a Python API on one deployment.
 
-Per request: read the body under a size limit, validate it (a 4xx naming the
-field on failure), tokenize once with the model's tokenizer and chat
-template, then stream :class:`GenerateChunk` deltas from an ``LLMServer``
-replica and format them as an OpenAI body or SSE events. A client
-disconnect cancels the downstream call, which aborts the engine request.
+Per request: authenticate (when API keys are configured) and apply the key's
+rate limit, read the body under a size limit, validate it (a 4xx naming the
+field on failure), tokenize once with the model's tokenizer and chat template,
+pick the QoS class, pass the flow-control gate (admit, queue, or 429/503),
+then stream :class:`GenerateChunk` deltas from an ``LLMServer`` replica and
+format them as an OpenAI body or SSE events. A client disconnect cancels the
+downstream call, which aborts the engine request. Prompt and completion text
+is never logged.
 
 Python API (through ``serve.get_app_handle(name)``)::
 
-    await handle.chat.remote({"messages": [...]})                          # -> dict
+    await handle.chat.remote({"messages": [...]}, qos="batch")              # -> dict
     async for c in handle.options(stream=True).chat_stream.remote({...}):  # -> chunk dicts
     ...
-    # and completions / completions_stream alike.
+    # and completions / completions_stream alike; flow_status() -> the gate's state.
 """
 
 from __future__ import annotations
@@ -19,33 +22,52 @@ from __future__ import annotations
 import json
 import logging
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.tiny import resolve_model
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest, SamplingOptions
 from llmd_ray.errors import (
+    ConfigError,
     EngineError,
     InvalidRequestError,
     LLMDRayError,
-    ModelNotFoundError,
+    PromptTooLongError,
+    RateLimitError,
     RequestTooLargeError,
 )
+from llmd_ray.serving.auth import AuthConfig, KeyStore, Principal
+from llmd_ray.serving.flow_control import FlowControlConfig, FlowController, Permit, StatsPoller
 from llmd_ray.serving.openai_format import SSE_DONE, ResponseBuilder, sse
-from llmd_ray.serving.protocol import ChatCompletionRequest, CompletionRequest, format_validation_error
+from llmd_ray.serving.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    add_openapi_components,
+    format_validation_error,
+    openapi_extra,
+)
+from llmd_ray.serving.qos import QoSConfig
+from llmd_ray.serving.qos_metrics import QoSMetrics, Timing
+from llmd_ray.serving.retry import RetryingStream
 from llmd_ray.serving.tokenizer import PromptRenderer
 
 logger = logging.getLogger(__name__)
 Kind = Literal["completion", "chat"]
 SESSION_HEADER = "x-session-id"
+QOS_HEADER = "x-llmd-qos"  # the default of QoSConfig.header; documented in the OpenAPI schema
 
 
 class IngressConfig(BaseModel):
@@ -57,13 +79,45 @@ class IngressConfig(BaseModel):
     max_tokens_limit: int | None = Field(
         default=None, ge=1, description="Largest max_tokens accepted; None means the model's context."
     )
+    max_prompt_tokens: int | None = Field(
+        default=None, ge=1, description="Longest prompt accepted, in tokens; None means the model's context."
+    )
+    flow_control: FlowControlConfig = Field(
+        default_factory=FlowControlConfig, description="Admission gate: priority queue, saturation, shedding."
+    )
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="Optional API keys, rate limits, key classes.")
 
 
 app = FastAPI(title="llmd-ray OpenAI API", version="1")
 
 
+def _openapi() -> dict:
+    if app.openapi_schema is None:
+        doc = get_openapi(title=app.title, version=app.version, routes=app.routes, description=__doc__.split("\n")[0])
+        app.openapi_schema = add_openapi_components(doc)
+    return app.openapi_schema
+
+
+app.openapi = _openapi
+_HEADERS = {QOS_HEADER: "QoS class, e.g. interactive, standard, batch.", SESSION_HEADER: "Session id for routing affinity."}
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Unknown paths and methods get an OpenAI-style body too."""
+    etype = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    body = {"error": {"message": str(exc.detail), "type": etype, "param": None, "code": exc.status_code}}
+    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    message, param = format_validation_error(list(exc.errors()))
+    return error_response(InvalidRequestError(message, param=param))
+
+
 def error_response(err: LLMDRayError) -> JSONResponse:
-    return JSONResponse(err.to_openai(), status_code=err.status_code)
+    return JSONResponse(err.to_openai(), status_code=err.status_code, headers=err.headers())
 
 
 def as_llmd_error(exc: BaseException) -> LLMDRayError:
@@ -75,9 +129,9 @@ def as_llmd_error(exc: BaseException) -> LLMDRayError:
         return cause
     if type(exc).__module__.startswith("ray"):
         return EngineError(f"serving replica failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-    logger.exception("unexpected error", exc_info=exc)
-    err = LLMDRayError(f"internal error: {type(exc).__name__}")
-    return err
+    # The message may quote request text: log the type and the stack only.
+    logger.error("unexpected error %s\n%s", type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+    return LLMDRayError(f"internal error: {type(exc).__name__}")
 
 
 async def read_json_body(request: Request, limit: int) -> dict:
@@ -92,24 +146,51 @@ async def read_json_body(request: Request, limit: int) -> dict:
             raise RequestTooLargeError(f"request body exceeds the limit of {limit} bytes", param="body")
     try:
         data = json.loads(buf)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidRequestError(f"malformed JSON body: {e}", param="body") from e
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise InvalidRequestError(f"malformed JSON body: {str(e)[:200]}", param="body") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("request body must be a JSON object", param="body")
     return data
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A validated, tokenized request and its class, ready for the gate."""
+
+    stream: bool
+    request: GenerateRequest
+    builder: ResponseBuilder
+    qos: str
+    tenant: str
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
 @serve.ingress(app)
 class OpenAIIngress:
-    def __init__(self, llm: DeploymentHandle, engine_config: EngineConfig | dict, ingress_config: dict | None = None):
+    async def __init__(
+        self,
+        llm: DeploymentHandle,
+        engine_config: EngineConfig | dict,
+        ingress_config: IngressConfig | dict | None = None,
+        qos_config: QoSConfig | dict | None = None,
+    ):
         self.llm = llm
         self.engine_config = EngineConfig.model_validate(engine_config)
         self.config = IngressConfig.model_validate(ingress_config or {})
+        self.qos = QoSConfig.model_validate(qos_config or {})
         path = resolve_model(self.engine_config.tokenizer or self.engine_config.model)
         self.renderer = PromptRenderer.from_pretrained(path, self.engine_config.max_model_len)
         self.model_name = self.engine_config.name
         self.created = int(time.time())
+        self.keys = KeyStore.from_config(self.config.auth)
+        unknown = (self.keys.classes if self.keys else set()) - set(self.qos.classes)
+        if unknown:
+            raise ConfigError(f"auth: qos_class {sorted(unknown)} not among the QoS classes {sorted(self.qos.classes)}")
+        self.metrics = QoSMetrics(self.qos.classes, self.model_name)
+        self.flow = FlowController(self.config.flow_control, self.qos.classes, self.metrics)
+        self.poller = StatsPoller(lambda: self.llm.stats.remote(), self.flow)
+        if self.config.flow_control.enabled:
+            self.poller.start()
 
     # ------------------------------------------------------------ HTTP routes
     @app.get("/health")
@@ -117,7 +198,11 @@ class OpenAIIngress:
         return {"status": "ok"}
 
     @app.get("/v1/models")
-    async def models(self) -> dict:
+    async def models(self, request: Request):
+        try:
+            self._authenticate(request)
+        except LLMDRayError as e:
+            return error_response(e)
         return {
             "object": "list",
             "data": [
@@ -131,40 +216,58 @@ class OpenAIIngress:
             ],
         }
 
-    @app.post("/v1/completions", openapi_extra={"requestBody": {"content": {"application/json": {"schema": CompletionRequest.model_json_schema()}}, "required": True}})
+    @app.post("/v1/completions", openapi_extra=openapi_extra("CompletionRequest", _HEADERS))
     async def http_completions(self, request: Request):
         return await self._serve_http(request, "completion")
 
-    @app.post("/v1/chat/completions", openapi_extra={"requestBody": {"content": {"application/json": {"schema": ChatCompletionRequest.model_json_schema()}}, "required": True}})
+    @app.post("/v1/chat/completions", openapi_extra=openapi_extra("ChatCompletionRequest", _HEADERS))
     async def http_chat_completions(self, request: Request):
         return await self._serve_http(request, "chat")
 
     async def _serve_http(self, request: Request, kind: Kind):
+        timing, permit = Timing(time.monotonic()), None
         try:
+            principal = self._authenticate(request, rate_limited=True)
             body = await read_json_body(request, self.config.max_body_bytes)
-            req, gen, builder = self._start(body, kind, request.headers.get(SESSION_HEADER))
-            if not req.stream:
-                return JSONResponse(builder.full([c async for c in gen]))
+            prep = self._prepare(
+                body, kind, request.headers.get(SESSION_HEADER), request.headers.get(self.qos.header), principal
+            )
+            permit = await self.flow.acquire(prep.qos, prep.tenant)
+            gen = self._launch(prep)
+            if not prep.stream:
+                chunks = [c async for c in gen]
+                self._finished(permit, timing, ok=True)
+                return JSONResponse(prep.builder.full(chunks), headers={self.qos.header: prep.qos})
             first = await gen.__anext__()  # errors before the first token still get a status code
+            timing.chunk(first)
         except LLMDRayError as e:
+            self._finished(permit, timing, ok=False)
             return error_response(e)
         except StopAsyncIteration:
+            self._finished(permit, timing, ok=False)
             return error_response(EngineError("engine returned no output"))
         except Exception as e:
+            self._finished(permit, timing, ok=False)
             return error_response(as_llmd_error(e))
+        except BaseException:  # cancelled: the client went away
+            self._finished(permit, timing, ok=False)
+            raise
         return StreamingResponse(
-            self._sse(first, gen, builder),
+            self._sse(first, gen, prep.builder, permit, timing),
             media_type="text/event-stream",
-            headers={"x-request-id": builder.request_id, "cache-control": "no-cache"},
+            headers={"x-request-id": prep.builder.request_id, "cache-control": "no-cache", self.qos.header: prep.qos},
         )
 
-    async def _sse(self, first: GenerateChunk, gen, builder: ResponseBuilder) -> AsyncIterator[str]:
+    async def _sse(
+        self, first: GenerateChunk, gen, builder: ResponseBuilder, permit: Permit, timing: Timing
+    ) -> AsyncIterator[str]:
         finished = first.finished
         try:
             for event in builder.stream_chunks(first):
                 yield sse(event)
             while not finished:
                 chunk = await gen.__anext__()
+                timing.chunk(chunk)
                 finished = chunk.finished
                 for event in builder.stream_chunks(chunk):
                     yield sse(event)
@@ -176,48 +279,90 @@ class OpenAIIngress:
         finally:
             if not finished:
                 gen.cancel()  # client went away (or failed): abort downstream
+            self._finished(permit, timing, ok=finished)
         yield SSE_DONE
 
+    def _authenticate(self, request: Request, rate_limited: bool = False) -> Principal | None:
+        if self.keys is None:
+            return None
+        principal = self.keys.authenticate(request.headers.get("authorization"))
+        if rate_limited:
+            try:
+                self.keys.check_rate(principal)
+            except RateLimitError:
+                self.metrics.rejected(principal.qos_class or self.qos.default_class, "rate_limited")
+                raise
+        return principal
+
+    def _finished(self, permit: Permit | None, timing: Timing, ok: bool) -> None:
+        if permit is None:
+            return
+        permit.release()
+        if ok:
+            self.metrics.finished(permit.qos, time.monotonic() - timing.arrived, *timing.ttft_itl())
+
     # ------------------------------------------------------------- Python API
-    async def completions(self, body: dict, session_id: str | None = None) -> dict:
-        return await self._full(body, "completion", session_id)
+    async def completions(self, body: dict, session_id: str | None = None, qos: str | None = None) -> dict:
+        return await self._full(body, "completion", session_id, qos)
 
-    async def chat(self, body: dict, session_id: str | None = None) -> dict:
-        return await self._full(body, "chat", session_id)
+    async def chat(self, body: dict, session_id: str | None = None, qos: str | None = None) -> dict:
+        return await self._full(body, "chat", session_id, qos)
 
-    async def completions_stream(self, body: dict, session_id: str | None = None) -> AsyncIterator[dict]:
-        async for event in self._stream(body, "completion", session_id):
+    async def completions_stream(
+        self, body: dict, session_id: str | None = None, qos: str | None = None
+    ) -> AsyncIterator[dict]:
+        async for event in self._stream(body, "completion", session_id, qos):
             yield event
 
-    async def chat_stream(self, body: dict, session_id: str | None = None) -> AsyncIterator[dict]:
-        async for event in self._stream(body, "chat", session_id):
+    async def chat_stream(self, body: dict, session_id: str | None = None, qos: str | None = None) -> AsyncIterator[dict]:
+        async for event in self._stream(body, "chat", session_id, qos):
             yield event
 
-    async def _full(self, body: dict, kind: Kind, session_id: str | None) -> dict:
-        _, gen, builder = self._start({**body, "stream": False}, kind, session_id)
-        return builder.full([c async for c in gen])
+    def flow_status(self) -> dict:
+        """The gate's state: in flight, queued per class, saturated, and the replica loads it last saw."""
+        return {**self.flow.status(), "replicas": {k: (r.num_waiting, r.kv_cache_usage) for k, r in self.poller.loads.items()}}
 
-    async def _stream(self, body: dict, kind: Kind, session_id: str | None) -> AsyncIterator[dict]:
-        _, gen, builder = self._start({**body, "stream": True}, kind, session_id)
-        async for chunk in gen:
-            for event in builder.stream_chunks(chunk):
-                yield event
+    async def _full(self, body: dict, kind: Kind, session_id: str | None, qos: str | None) -> dict:
+        timing = Timing(time.monotonic())
+        prep = self._prepare({**body, "stream": False}, kind, session_id, qos, None)
+        permit = await self.flow.acquire(prep.qos, prep.tenant)
+        ok = False
+        try:
+            chunks = [c async for c in self._launch(prep)]
+            ok = True
+        finally:
+            self._finished(permit, timing, ok)
+        return prep.builder.full(chunks)
+
+    async def _stream(self, body: dict, kind: Kind, session_id: str | None, qos: str | None) -> AsyncIterator[dict]:
+        timing = Timing(time.monotonic())
+        prep = self._prepare({**body, "stream": True}, kind, session_id, qos, None)
+        permit = await self.flow.acquire(prep.qos, prep.tenant)
+        ok = False
+        try:
+            async for chunk in self._launch(prep):
+                timing.chunk(chunk)
+                ok = chunk.finished
+                for event in prep.builder.stream_chunks(chunk):
+                    yield event
+        finally:
+            self._finished(permit, timing, ok)
 
     # ---------------------------------------------------------------- shared
-    def _start(self, body: dict, kind: Kind, session_id: str | None):
-        """Validate and tokenize; start the downstream stream. Raises RequestError."""
+    def _prepare(
+        self, body: dict, kind: Kind, session_id: str | None, qos_header: str | None, principal: Principal | None
+    ) -> Prepared:
+        """Validate, tokenize and classify. Raises RequestError."""
         model_cls = ChatCompletionRequest if kind == "chat" else CompletionRequest
         try:
             req = model_cls.model_validate(body)
         except ValidationError as e:
             message, param = format_validation_error(e.errors(include_url=False))
             raise InvalidRequestError(message, param=param) from None
-        if req.model is not None and req.model != self.model_name:
-            raise ModelNotFoundError(
-                f"model '{req.model}' does not exist; this server serves '{self.model_name}'",
-                param="model",
-                code="model_not_found",
-            )
+        qos = self.qos.select(
+            served_model=self.model_name, model=req.model, header=qos_header,
+            key_class=principal.qos_class if principal else None,
+        )
         if kind == "chat":
             ids = self.renderer.render_chat(req.messages)
             limit_param, limit = (
@@ -226,14 +371,22 @@ class OpenAIIngress:
             if req.top_logprobs is not None and not req.logprobs:
                 raise InvalidRequestError("top_logprobs: requires logprobs to be true", param="top_logprobs")
             logprobs = (req.top_logprobs or 0) if req.logprobs else None
+            prompt_param = "messages"
         else:
             ids = self.renderer.render_completion(req.prompt)
-            limit_param, limit, logprobs = "max_tokens", req.max_tokens, req.logprobs
+            limit_param, limit, logprobs, prompt_param = "max_tokens", req.max_tokens, req.logprobs, "prompt"
+        cap = self.config.max_prompt_tokens
+        if cap is not None and len(ids) > cap:
+            raise PromptTooLongError(
+                f"{prompt_param}: prompt is {len(ids)} tokens; this server accepts at most {cap}", param=prompt_param
+            )
         if limit is not None and self.config.max_tokens_limit is not None and limit > self.config.max_tokens_limit:
             raise InvalidRequestError(
                 f"{limit_param}: {limit} exceeds this server's limit of {self.config.max_tokens_limit}", param=limit_param
             )
         max_tokens = self.renderer.output_budget(len(ids), limit, limit_param)
+        if self.config.max_tokens_limit is not None:
+            max_tokens = min(max_tokens, self.config.max_tokens_limit)  # an omitted max_tokens is capped too
         if req.min_tokens > max_tokens:
             raise InvalidRequestError(f"min_tokens: {req.min_tokens} exceeds max_tokens {max_tokens}", param="min_tokens")
         request_id = uuid.uuid4().hex
@@ -255,5 +408,10 @@ class OpenAIIngress:
         )
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         builder = ResponseBuilder(kind, self.model_name, request_id, include_usage=include_usage)
-        gen = self.llm.options(stream=True).generate.remote(gen_request)
-        return req, gen, builder
+        tenant = principal.name if principal else (req.user or "-")[:128]
+        return Prepared(req.stream, gen_request, builder, qos, tenant)
+
+    def _launch(self, prep: Prepared):
+        # Re-issued (routed around the dead replica) while no token has been received.
+        handle = self.llm.options(stream=True)
+        return RetryingStream(lambda: handle.generate.remote(prep.request), prep.request.request_id)

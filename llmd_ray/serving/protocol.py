@@ -28,7 +28,9 @@ class _SamplingFields(BaseModel):
     )
     temperature: Number = Field(default=1.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
     top_p: Number = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    seed: StrictInt | None = Field(default=None, description="Per-request sampling seed.")
+    seed: StrictInt | None = Field(
+        default=None, ge=-(2**63), le=2**63 - 1, description="Per-request sampling seed (a signed 64-bit integer)."
+    )
     stop: str | list[str] | None = Field(default=None, validate_default=True, description="Up to 4 stop strings.")
     n: StrictInt = Field(default=1, ge=1, le=1, description="Only n=1 is supported.")
     stream: StrictBool = Field(default=False, description="Stream server-sent events.")
@@ -143,3 +145,69 @@ def _loc_to_param(loc: tuple) -> str | None:
         else:
             out += f".{item}" if out else str(item)
     return out or None
+
+
+# ------------------------------------------------------------------ OpenAPI
+REQUEST_MODELS: dict[str, type[BaseModel]] = {
+    "CompletionRequest": CompletionRequest,
+    "ChatCompletionRequest": ChatCompletionRequest,
+}
+ERROR_STATUSES = {
+    "400": "Invalid request: the `param` field names the field at fault.",
+    "401": "Missing or invalid API key (when keys are configured).",
+    "403": "The API key may not use the requested QoS class.",
+    "404": "Unknown model.",
+    "413": "Request body above the configured limit.",
+    "429": "Rate limit exceeded, or a sheddable request shed while saturated; see Retry-After.",
+    "503": "No capacity within the QoS class's queue wait, or the engine failed; see Retry-After.",
+}
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "integer", "null"]},
+            },
+        }
+    },
+}
+
+
+def openapi_extra(model: str, headers: dict[str, str]) -> dict:
+    """``openapi_extra`` of a route whose body is read raw but validated as ``REQUEST_MODELS[model]``."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}},
+        },
+        "parameters": [
+            {"name": h, "in": "header", "required": False, "schema": {"type": "string"}, "description": d}
+            for h, d in headers.items()
+        ],
+        "responses": {
+            code: {"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+            for code, d in ERROR_STATUSES.items()
+        },
+        "security": [{}, {"bearer": []}],
+    }
+
+
+def add_openapi_components(doc: dict) -> dict:
+    """Put the request models (and their nested models), the error body and the bearer scheme in ``components``."""
+    comps = doc.setdefault("components", {})
+    schemas = comps.setdefault("schemas", {})
+    for name, model in REQUEST_MODELS.items():
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+    schemas["ErrorResponse"] = _ERROR_SCHEMA
+    comps.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http", "scheme": "bearer", "description": "API key, when the server has keys configured.",
+    }
+    return doc

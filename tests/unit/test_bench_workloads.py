@@ -89,3 +89,16 @@ def test_warmup_prompts_differ_from_workload(builder):
     warm = warmup_jobs(w, 2, builder, seed=0)
     real = {j.turns[0].prompt[:30] for j in build_jobs(w, 3, builder, seed=0)}
     assert len(warm) == 2 and not ({j.turns[0].prompt[:30] for j in warm} & real)
+
+
+def test_hotspot_popularity_sends_the_stated_share_to_group_zero():
+    import numpy as np
+
+    from llmd_ray.bench.config import SharedPrefixWorkload
+    from llmd_ray.bench.workloads import group_sequence
+
+    w = SharedPrefixWorkload(num_groups=8, prompts_per_group=4, group_popularity="hotspot", hotspot_fraction=0.7)
+    seq = group_sequence(w, 4000, np.random.default_rng(0))
+    share = sum(1 for g, _ in seq if g == 0) / len(seq)
+    assert 0.67 < share < 0.73
+    assert {g for g, _ in seq} == set(range(8))

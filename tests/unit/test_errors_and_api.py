@@ -10,6 +10,7 @@ EXPECTED_ALL = [
     "Engine", "GenerateRequest", "GenerateChunk", "SamplingOptions", "LLMDRayError", "ConfigError",
     "RequestError", "InvalidRequestError", "PromptTooLongError", "AuthenticationError", "ModelNotFoundError",
     "RequestTooLargeError", "EngineError", "EngineDeadError", "RequestAbortedError",
+    "PermissionDeniedError", "RateLimitError", "ServiceOverloadedError", "RequestShedError",
 ]
 
 
@@ -32,6 +33,10 @@ def test_every_public_error_is_in_the_tree_doc():
         (errors.ModelNotFoundError, 404, "not_found_error"),
         (errors.RequestTooLargeError, 413, "invalid_request_error"),
         (errors.EngineDeadError, 503, "service_unavailable"),
+        (errors.PermissionDeniedError, 403, "permission_error"),
+        (errors.RateLimitError, 429, "rate_limit_error"),
+        (errors.ServiceOverloadedError, 503, "service_unavailable"),
+        (errors.RequestShedError, 429, "rate_limit_error"),
     ],
 )
 def test_openai_error_body(cls, status, etype):
@@ -49,3 +54,21 @@ def test_errors_survive_pickling_with_param_and_code():
 def test_unknown_attribute():
     with pytest.raises(AttributeError):
         llmd_ray.does_not_exist
+
+
+@pytest.mark.parametrize(
+    "err,headers",
+    [
+        (errors.RateLimitError("slow down", retry_after_s=0.2), {"Retry-After": "1"}),
+        (errors.RequestShedError("shed", retry_after_s=2.5), {"Retry-After": "3"}),
+        (errors.ServiceOverloadedError("busy"), {}),
+        (errors.AuthenticationError("no key"), {"WWW-Authenticate": "Bearer"}),
+    ],
+)
+def test_error_headers(err, headers):
+    assert err.headers() == headers
+
+
+def test_retry_after_survives_pickling():
+    err = pickle.loads(pickle.dumps(errors.RequestShedError("shed", code="request_shed", retry_after_s=2.0)))
+    assert (type(err), err.code, err.retry_after_s) == (errors.RequestShedError, "request_shed", 2.0)
