@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL_DIR ?= $(HOME)/.cache/llmd_ray/models/tiny-llama
-EXTRAS ?= cpu,bench,test
+EXTRAS ?= cpu,bench,test,kuberay
 export PYTHONHASHSEED ?= 0
 
 .PHONY: setup model serve test test-unit test-integration clean

@@ -1,0 +1,3 @@
+from llmd_ray.kuberay.cli import main
+
+raise SystemExit(main())

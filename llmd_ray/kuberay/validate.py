@@ -1,0 +1,217 @@
+"""Validate RayService/RayCluster documents: the CRD schema, then serveConfigV2.
+
+serveConfigV2 is an opaque string to the CRD, so it gets checks of its own:
+
+1. it parses as YAML;
+2. Ray's own ``ray.serve.schema.ServeDeploySchema`` accepts it (needs Ray);
+3. each application's ``args`` validate against our pydantic model, for the
+   builders we know (``KNOWN_BUILDERS``); other builders are reported as not
+   checked, never silently passed;
+4. wiring: every ``llmd-variant-*`` resource a deployment requests is
+   advertised by a worker group whose pods have the GPUs and CPUs for one
+   replica and enough room for the deployment's most replicas;
+5. llmd-ray applications carry PYTHONHASHSEED in ``runtime_env.env_vars``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from llmd_ray.kuberay.crd import CRDRegistry, format_path
+from llmd_ray.kuberay.spec import RESOURCE_PREFIX
+
+# import_path -> "module:Model" of its args. Only these builders' args are checked.
+KNOWN_BUILDERS = {
+    "llmd_ray:build_app": "llmd_ray.serving.app:AppArgs",
+    "llmd_ray:build_pd_app": "llmd_ray.serving.pd_app:PDAppArgs",
+    "llmd_ray.serving.pd_app:build_pd_app": "llmd_ray.serving.pd_app:PDAppArgs",
+}
+SERVE_PATH = "spec.serveConfigV2"
+
+
+@dataclass(slots=True, frozen=True)
+class Problem:
+    path: str
+    message: str
+    severity: str = "error"  # "error" fails validation; "note" is printed only
+
+    def __str__(self) -> str:
+        tag = "" if self.severity == "error" else f"{self.severity}: "
+        return f"{self.path}: {tag}{self.message}" if self.path else f"{tag}{self.message}"
+
+
+def validate_document(doc: Any, registry: CRDRegistry, *, serve_schema: bool = True) -> list[Problem]:
+    """All problems of one manifest document (errors and notes)."""
+    if not isinstance(doc, dict):
+        return [Problem("", f"a manifest document must be a mapping, got {type(doc).__name__}")]
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    schema = registry.get(str(api_version), str(kind))
+    if schema is None:
+        return [Problem("", f"no CRD schema for apiVersion {api_version!r} kind {kind!r} (known: {', '.join(registry.kinds())})")]
+    problems = [Problem(e.path, e.message) for e in schema.validate(doc)]
+    if kind == "RayService":
+        spec = doc.get("spec") or {}
+        text = spec.get("serveConfigV2")
+        if isinstance(text, str):
+            groups = ((spec.get("rayClusterConfig") or {}).get("workerGroupSpecs")) or []
+            problems += validate_serve_config_text(text, groups if isinstance(groups, list) else [], serve_schema=serve_schema)
+        elif text is None:
+            problems.append(Problem(SERVE_PATH, "missing: llmd-ray RayServices carry their serve config here"))
+    return problems
+
+
+def validate_serve_config_text(text: str, worker_groups: list[dict[str, Any]], *, serve_schema: bool = True) -> list[Problem]:
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        return [Problem(SERVE_PATH, f"not valid YAML: {e}")]
+    if not isinstance(cfg, dict):
+        return [Problem(SERVE_PATH, "must be a YAML mapping with `applications`")]
+    problems = check_serve_schema(cfg) if serve_schema else []
+    apps = cfg.get("applications") if isinstance(cfg.get("applications"), list) else []
+    for i, app in enumerate(apps):
+        if isinstance(app, dict):
+            problems += check_app_args(app, f"{SERVE_PATH}.applications[{i}]", serve_schema=serve_schema)
+            problems += check_hash_seed(app, f"{SERVE_PATH}.applications[{i}]")
+    problems += check_wiring(apps, worker_groups)
+    return problems
+
+
+def _loc(prefix: str, loc: tuple[Any, ...]) -> str:
+    return prefix + ("." if loc and not isinstance(loc[0], int) else "") + format_path(loc) if loc else prefix
+
+
+def check_serve_schema(cfg: dict[str, Any]) -> list[Problem]:
+    """Ray's ServeDeploySchema (imports Ray)."""
+    try:
+        from ray.serve.schema import ServeDeploySchema
+    except ImportError as e:
+        return [Problem(SERVE_PATH, f"not checked against ServeDeploySchema: Ray is not importable ({e})", "note")]
+    from pydantic import ValidationError
+
+    try:
+        ServeDeploySchema.model_validate(cfg)
+    except ValidationError as e:
+        return [Problem(_loc(SERVE_PATH, tuple(err["loc"])), f"ServeDeploySchema: {err['msg']}") for err in e.errors()]
+    return []
+
+
+def check_app_args(app: dict[str, Any], prefix: str, *, serve_schema: bool = True) -> list[Problem]:
+    """Validate `args` with the builder's own pydantic model (imports the builder's module, hence Ray)."""
+    import_path = app.get("import_path")
+    target = KNOWN_BUILDERS.get(str(import_path))
+    if target is None:
+        return [Problem(f"{prefix}.args", f"not checked: no known args model for import_path {import_path!r} "
+                        f"(known: {', '.join(KNOWN_BUILDERS)})", "note")]
+    if not serve_schema:
+        return []
+    module, _, name = target.partition(":")
+    try:
+        model = getattr(importlib.import_module(module), name)
+    except Exception as e:  # noqa: BLE001 - a builder module that fails to import is reported, not fatal
+        return [Problem(f"{prefix}.args", f"not checked: cannot import {target} ({type(e).__name__}: {e})", "note")]
+    from pydantic import ValidationError
+
+    try:
+        model.model_validate(app.get("args") or {})
+    except ValidationError as e:
+        return [Problem(_loc(f"{prefix}.args", tuple(err["loc"])), f"{name}: {err['msg']}") for err in e.errors()]
+    return []
+
+
+def check_hash_seed(app: dict[str, Any], prefix: str) -> list[Problem]:
+    if not str(app.get("import_path", "")).startswith("llmd_ray"):
+        return []
+    env = ((app.get("runtime_env") or {}).get("env_vars")) or {}
+    if "PYTHONHASHSEED" not in env:
+        return [Problem(f"{prefix}.runtime_env.env_vars.PYTHONHASHSEED",
+                        "missing: KV-event block hashes differ between processes without a fixed seed")]
+    return []
+
+
+def group_resources(group: dict[str, Any]) -> dict[str, float]:
+    """Custom Ray resources a worker group advertises per pod (top-level `resources`, else rayStartParams)."""
+    top = group.get("resources")
+    if isinstance(top, dict) and top:
+        raw: dict[str, Any] = top
+    else:
+        text = ((group.get("rayStartParams") or {}).get("resources")) or ""
+        try:
+            raw = json.loads(json.loads(text) if text.startswith('"') else text) if text else {}
+        except (ValueError, TypeError):
+            raw = {}
+    out = {}
+    for k, v in raw.items():
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _group_gpus(group: dict[str, Any]) -> float:
+    params = group.get("rayStartParams") or {}
+    if "num-gpus" in params:
+        try:
+            return float(params["num-gpus"])
+        except (TypeError, ValueError):
+            return 0.0
+    containers = (((group.get("template") or {}).get("spec") or {}).get("containers")) or [{}]
+    limits = ((containers[0].get("resources") or {}).get("limits")) or {}
+    for k, v in limits.items():
+        if str(k).endswith("gpu"):
+            try:
+                return float(v)
+            except (TypeError, ValueError):
+                return 0.0
+    return 0.0
+
+
+def check_wiring(apps: list[Any], groups: list[dict[str, Any]]) -> list[Problem]:
+    """Each deployment's `llmd-variant-*` request lands on a group that can host it."""
+    problems: list[Problem] = []
+    advertised = [(i, g, group_resources(g)) for i, g in enumerate(groups) if isinstance(g, dict)]
+    for ai, app in enumerate(apps):
+        deps = (app.get("deployments") if isinstance(app, dict) else None) or []
+        for di, dep in enumerate(deps):
+            if not isinstance(dep, dict):
+                continue
+            opts = dep.get("ray_actor_options") or {}
+            wanted = {k: v for k, v in (opts.get("resources") or {}).items() if str(k).startswith(RESOURCE_PREFIX)}
+            for res, per_replica in wanted.items():
+                path = f"{SERVE_PATH}.applications[{ai}].deployments[{di}].ray_actor_options.resources.{res}"
+                hosts = [(i, g, r) for i, g, r in advertised if r.get(res, 0) > 0]
+                if not hosts:
+                    problems.append(Problem(path, "no worker group advertises this Ray resource, so these replicas can never be placed"))
+                    continue
+                i, g, r = hosts[0]
+                gpath = f"spec.rayClusterConfig.workerGroupSpecs[{i}]"
+                name = g.get("groupName", i)
+                per_pod = math.floor(r[res] / float(per_replica or 1))
+                if per_pod < 1:
+                    problems.append(Problem(path, f"needs {per_replica} per replica; group {name!r} pods advertise {r[res]}"))
+                    continue
+                gpus = float(opts.get("num_gpus") or 0)
+                if gpus * per_pod > _group_gpus(g):
+                    problems.append(Problem(path, f"{per_pod} replica(s) per pod x {gpus:g} GPUs exceed the {_group_gpus(g):g} "
+                                                  f"GPUs of group {name!r} ({gpath})"))
+                most = _max_replicas(dep)
+                max_pods = g.get("maxReplicas", 2147483647)
+                if most is not None and isinstance(max_pods, int) and most > max_pods * per_pod:
+                    problems.append(Problem(path, f"deployment scales to {most} replicas but group {name!r} holds at most "
+                                                  f"{max_pods} pods x {per_pod} = {max_pods * per_pod} ({gpath}.maxReplicas)"))
+    return problems
+
+
+def _max_replicas(dep: dict[str, Any]) -> int | None:
+    auto = dep.get("autoscaling_config")
+    if isinstance(auto, dict) and isinstance(auto.get("max_replicas"), int):
+        return auto["max_replicas"]
+    n = dep.get("num_replicas")
+    return n if isinstance(n, int) else None
