@@ -1,0 +1,295 @@
+"""P/D disaggregation: ``PrefillServer`` and ``DecodeServer`` (decode-as-orchestrator).
+
+    OpenAIIngress ──generate──> DecodeServer (router: decode profile)
+                                  │ decide: split or prefill locally (pd.decider)
+                                  │ split: PrefillServer.prefill ──> (router: prefill profile)
+                                  │        <── KVPayload (numpy, owned by this caller)
+                                  │ write it to /dev/shm, run the request on the local
+                                  ▼ engine with kv_transfer_params; its connector loads the blocks
+
+Why the decode side orchestrates (Ray Serve LLM's current design, too): the
+decode replica streams the tokens anyway, so no extra hop sits in the token
+path; it knows its own prefix cache, queue and measured throughputs, which
+is what the decider needs; and it is the *caller* of the prefill, so the
+KV object the prefill returns is owned by the decode replica's worker.
+A ``ray.put`` object dies with its owner; a method's return value is owned by
+its caller, so a prefill replica that is scaled down or dies after answering
+takes nothing with it, and the object is freed as soon as decode drops it.
+
+vLLM runs its scheduler and worker (and our connector) in an EngineCore
+process outside Ray, so each replica and its engine trade the blocks through
+one shared-memory file per request (``llmd_ray.kv.shm``).
+
+Anything failing on the remote path (prefill replica dead, timed out, KV
+object lost, engine error) is counted and the request prefills locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ray import serve
+
+from llmd_ray.engine.config import EngineConfig
+from llmd_ray.engine.engine import _platform_is_gpu
+from llmd_ray.engine.types import GenerateChunk, GenerateRequest
+from llmd_ray.errors import EngineError
+from llmd_ray.kv import shm
+from llmd_ray.kv.config import PDConfig
+from llmd_ray.kv.decider import Estimates, SplitInputs, decide
+from llmd_ray.kv.handoff import EXPORT_ERROR_KEY, ExportRequest, KVHandoff, KVPayload
+from llmd_ray.routing.hashing import block_hashes
+from llmd_ray.routing.index import ApproximatePrefixIndex
+from llmd_ray.serving.metrics import EngineMetrics
+from llmd_ray.serving.pd_engine import PDEngine, PDGenerateRequest
+from llmd_ray.serving.pd_metrics import PDMetrics
+
+logger = logging.getLogger("ray.serve")
+
+
+@dataclass(slots=True)
+class PrefillRequest:
+    """What the decode side asks of a prefill replica (duck-types GenerateRequest for routing)."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    session_id: str | None = None
+    skip_blocks: int = 0
+
+
+@dataclass(slots=True)
+class NixlPayload:
+    kv_transfer_params: dict[str, Any]
+    prefill_s: float = 0.0
+
+
+def _replica_ctx() -> tuple[int | None, str]:
+    try:
+        ctx = serve.get_replica_context()
+        rank = getattr(ctx.rank, "rank", ctx.rank)
+        return rank, ctx.replica_id.unique_id
+    except Exception:  # not inside a Serve replica
+        return None, f"pid-{os.getpid()}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class _PDReplica:
+    role = "prefill"
+
+    async def _start(self, engine_config: EngineConfig | dict, pd: PDConfig | dict, rank_offset: int) -> None:
+        self.config = EngineConfig.model_validate(engine_config)
+        self.pd = PDConfig.model_validate(pd)
+        self.rank, self.replica_id = _replica_ctx()
+        self.metrics = EngineMetrics(self.config.name)
+        device = self.config.resolved_device(_platform_is_gpu())
+        if self.pd.transport == "nixl":  # each engine listens on a side-channel port of its own
+            import ray
+
+            os.environ["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(_free_port())
+            os.environ["VLLM_NIXL_SIDE_CHANNEL_HOST"] = ray.util.get_node_ip_address()
+        shm.sweep_stale(self.pd.shm_dir)
+        self.shm = shm.ShmDir(f"{self.role}-{self.replica_id}", self.pd.shm_dir)
+        self.engine = await PDEngine.start(
+            self.config,
+            replica_rank=None if self.rank is None else self.rank + rank_offset,  # decode cores follow prefill's
+            observers=[self.metrics.observe],
+            extra_engine_args={"kv_transfer_config": self.pd.kv_transfer_config(device, self.role)},
+        )
+        logger.info("%s ready: %s", type(self).__name__, self.model_info())
+
+    async def abort(self, request_id: str) -> None:
+        await self.engine.abort(request_id)
+
+    async def reset_prefix_cache(self) -> None:
+        await self.engine.reset_prefix_cache()
+
+    def model_info(self) -> dict:
+        e = self.engine
+        return {
+            "name": self.config.name, "role": self.role, "max_model_len": e.max_model_len, "block_size": e.block_size,
+            "num_blocks": e.num_blocks, "device": e.device, "cpu_bind": e.cpu_bind, "startup_s": e.startup_s,
+            "rank": self.rank, "transport": self.pd.transport,
+        }
+
+    def stats(self) -> dict:
+        return {**self.engine.stats().as_dict(), "rank": self.rank, "role": self.role}
+
+    def record_routing_stats(self) -> dict:
+        return self.stats()
+
+    async def check_health(self) -> None:
+        await self.engine.check_health()
+
+    def __del__(self):
+        for part in ("engine", "shm"):
+            obj = getattr(self, part, None)
+            try:
+                obj and (obj.shutdown() if part == "engine" else obj.remove())
+            except Exception:
+                pass
+
+
+class PrefillServer(_PDReplica):
+    """Computes prompts' KV and hands it to the caller."""
+
+    role = "prefill"
+
+    async def __init__(self, engine_config: EngineConfig | dict, pd: PDConfig | dict, rank_offset: int = 0):
+        await self._start(engine_config, pd, rank_offset)
+
+    async def prefill(self, request: PrefillRequest) -> KVPayload | NixlPayload:
+        if self.pd.transport == "nixl":
+            res = await self.engine.prefill(request.request_id, request.prompt_token_ids, {"do_remote_decode": True})
+            if not res.kv_transfer_params:
+                raise EngineError(f"prefill of {request.request_id} returned no NIXL transfer params")
+            return NixlPayload(res.kv_transfer_params, res.elapsed_s)
+        path = self.shm.path_for(request.request_id, "export")
+        try:
+            params = ExportRequest(path, request.skip_blocks).to_params()
+            res = await self.engine.prefill(request.request_id, request.prompt_token_ids, params)
+            handoff = KVHandoff.from_export_output(res.kv_transfer_params)
+            if handoff is None:
+                why = (res.kv_transfer_params or {}).get(EXPORT_ERROR_KEY, "no handoff in the engine's output")
+                raise EngineError(f"prefill of {request.request_id} exported nothing: {why}")
+            t0 = time.perf_counter()
+            data = await asyncio.to_thread(shm.read_buffer, path, handoff.layout.dtype, handoff.buffer_shape)
+            return KVPayload(handoff.at(None), data, res.elapsed_s, time.perf_counter() - t0)
+        finally:
+            shm.remove_file(path)
+
+
+class DecodeServer(_PDReplica):
+    """Streams tokens; prefills remotely when the decider says it pays."""
+
+    role = "decode"
+
+    async def __init__(self, engine_config: EngineConfig | dict, prefill: Any, pd: PDConfig | dict, rank_offset: int = 0):
+        await self._start(engine_config, pd, rank_offset)
+        self.prefill = prefill
+        self.estimates = Estimates.from_config(self.pd.decider)
+        self.pd_metrics = PDMetrics(self.config.name, self.pd.decider.policy, self.pd.transport)
+        self.index = ApproximatePrefixIndex()  # what this replica's engine recently cached
+        self.index.set_capacity("self", max(1, self.engine.num_blocks))
+        self.kv_bytes_per_token = self.engine.kv_bytes_per_token
+        self.local_queue_tokens = 0
+        self.remote_queue_tokens = 0
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
+        bs = self.engine.block_size
+        hashes = block_hashes(request.prompt_token_ids, bs)
+        cached = self.index.match(hashes).get("self", 0) * bs
+        n = len(request.prompt_token_ids)
+        inputs = SplitInputs(n, bs, cached, self.local_queue_tokens, self.remote_queue_tokens, self.kv_bytes_per_token)
+        decision = decide(self.pd.decider, inputs, self.estimates)
+        self.pd_metrics.decision(decision.split, decision.reason)
+        kv_params, path, local_tokens = None, None, inputs.uncached_tokens
+        if decision.split:
+            kv_params, path = await self._remote_prefill(request, decision.skip_blocks)
+            if kv_params is not None:
+                local_tokens = max(1, n - (n - 1) // bs * bs)  # the tail decode still computes
+        backlog = self.local_queue_tokens
+        self.local_queue_tokens += local_tokens
+        queued = True
+        t0 = time.perf_counter()
+        try:
+            req = PDGenerateRequest(
+                request.request_id, request.prompt_token_ids, request.sampling, request.stream, request.session_id,
+                kv_transfer_params=kv_params,
+            )
+            async for chunk in self.engine.generate(req):
+                if queued:
+                    queued = False
+                    self.local_queue_tokens -= local_tokens
+                    self.index.record("self", hashes)
+                    if kv_params is None and backlog == 0:
+                        self.estimates.observe_local_prefill(local_tokens, time.perf_counter() - t0)
+                yield chunk
+        finally:
+            if queued:
+                self.local_queue_tokens -= local_tokens
+            shm.remove_file(path)
+
+    async def _remote_prefill(self, request: GenerateRequest, skip_blocks: int) -> tuple[dict | None, str | None]:
+        """Run the prefill remotely; on any failure count it and return (None, None) (decode prefills locally)."""
+        n = len(request.prompt_token_ids)
+        preq = PrefillRequest(request.request_id, request.prompt_token_ids, request.session_id, skip_blocks)
+        backlog = self.remote_queue_tokens
+        self.remote_queue_tokens += n
+        t0 = time.perf_counter()
+        response = None
+        path = None
+        try:
+            response = self.prefill.prefill.remote(preq)
+            payload = await asyncio.wait_for(response, self.pd.prefill_timeout_s)
+            if isinstance(payload, NixlPayload):
+                nbytes = (n - 1) // self.engine.block_size * self.engine.block_size * self.kv_bytes_per_token
+                params = payload.kv_transfer_params
+            else:
+                path = self.shm.path_for(request.request_id, "import")
+                await asyncio.to_thread(shm.write_buffer, path, payload.data)
+                nbytes, params = payload.nbytes, payload.handoff.at(path).import_params()
+                del payload.data  # the object-store copy can go now
+            round_trip = time.perf_counter() - t0
+            handoff_s = max(0.0, round_trip - payload.prefill_s)
+            self.pd_metrics.handoff(nbytes, handoff_s, round_trip)
+            if backlog == 0:
+                self.estimates.observe_remote_prefill(n, payload.prefill_s)
+            self.estimates.observe_transfer(nbytes, handoff_s)
+            return params, path
+        except asyncio.CancelledError:
+            shm.remove_file(path)
+            if response is not None:
+                response.cancel()
+            raise
+        except Exception as e:
+            shm.remove_file(path)
+            if isinstance(e, asyncio.TimeoutError) and response is not None:
+                response.cancel()
+            reason = _fallback_reason(e)
+            self.pd_metrics.fallback(reason)
+            logger.warning("request %s: remote prefill failed (%s: %s); prefilling locally", request.request_id, reason, e)
+            return None, None
+        finally:
+            self.remote_queue_tokens -= n
+
+    async def reset_prefix_cache(self) -> None:
+        await self.engine.reset_prefix_cache()
+        self.index.remove_endpoint("self")
+        self.index.set_capacity("self", max(1, self.engine.num_blocks))
+
+    def pd_stats(self) -> dict:
+        return {
+            **self.pd_metrics.snapshot(),
+            "estimates": {k: getattr(self.estimates, k) for k in ("prefill_tps", "decode_tps", "bandwidth", "overhead_s")},
+            "shm_files": self.shm.files(),
+            "rank": self.rank,
+        }
+
+
+def _fallback_reason(e: BaseException) -> str:
+    from ray import exceptions as rex
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    if isinstance(e, asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(e, (rex.ObjectLostError, rex.OwnerDiedError, rex.ObjectFetchTimedOutError)):
+        return "kv_lost"
+    if isinstance(e, (rex.RayActorError, rex.ActorUnavailableError)):
+        return "prefill_died"
+    if isinstance(e, (DeploymentUnavailableError, BackPressureError)):
+        return "prefill_unavailable"
+    if isinstance(e, OSError):
+        return "import_failed"
+    return "prefill_error"
