@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	# NIXL (vLLM's NixlConnector, the P/D GPU transport; runs on CPU with kv_buffer_device=cpu). Its
+	# declared dependencies pull CUDA packages, hence --no-deps.
+	$(BIN)/python -m pip install -q --no-deps nixl==1.5.1 nixl-cu12==1.5.1
 	$(BIN)/python -c "import transformers, vllm, ray; print('vllm', vllm.__version__, 'ray', ray.__version__)"
 	touch $(STAMP)
 

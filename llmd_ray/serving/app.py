@@ -11,6 +11,7 @@ from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
 from llmd_ray.engine.config import EngineConfig
+from llmd_ray.kv.tier_config import KVTiersConfig
 from llmd_ray.serving.ingress import IngressConfig, OpenAIIngress
 from llmd_ray.serving.qos import QoSConfig
 from llmd_ray.serving.kv_index import KVIndex
@@ -72,6 +73,11 @@ class AppArgs(BaseModel):
         description="QoS classes (priority, TTFT/ITL objectives, sheddability) and how requests select them; "
         "read by the ingress's flow control, and the one source for the router and the autoscaler.",
     )
+    kv_tiers: KVTiersConfig | None = Field(
+        default=None,
+        description="KV cache tiers beyond each engine's own cache: a local host-memory pool with disk spill, and a "
+        "shared tier in the Ray object store (llmd_ray.kv.tiered_server); None: off.",
+    )
 
 
 def request_router_config(router: RouterArgs) -> RequestRouterConfig:
@@ -97,7 +103,10 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
     a = AppArgs.model_validate(args or {})
     precise = a.router.uses_precise_index()
     engine = a.engine.model_copy(update={"kv_events": True}) if precise else a.engine
-    server = serve.deployment(LLMServer).options(
+    server_cls = LLMServer
+    if a.kv_tiers is not None:  # KV tiers (issue 9)
+        from llmd_ray.kv.tiered_server import TieredLLMServer as server_cls
+    server = serve.deployment(server_cls).options(
         name="LLMServer",
         num_replicas=a.num_replicas,
         max_ongoing_requests=a.max_ongoing_requests,
@@ -112,9 +121,26 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
         serve.deployment(KVIndex).options(name=KV_INDEX_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0}).bind()
         if precise else None
     )
+    server_args: tuple = ()
+    if a.kv_tiers is not None:
+        server_args = (a.kv_tiers.model_dump(), shared_kv_store(a.kv_tiers, kv_index))
     return ingress.bind(
-        server.bind(engine.model_dump(), kv_index),
+        server.bind(engine.model_dump(), kv_index, *server_args),
         engine.model_dump(),
         a.ingress.model_dump(),
         a.qos.model_dump(),
     )
+
+
+SHARED_KV_STORE_DEPLOYMENT = "SharedKVStore"
+
+
+def shared_kv_store(tiers: KVTiersConfig, kv_index: Any):
+    """The shared KV tier's long-lived owner of object-store blocks (issue 9); None when off."""
+    if not tiers.shared:
+        return None
+    from llmd_ray.kv.shared_store import SharedKVStore
+
+    return serve.deployment(SharedKVStore).options(
+        name=SHARED_KV_STORE_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000,
+    ).bind(tiers.shared_bytes, kv_index)

@@ -98,6 +98,9 @@ def test_fake_view_satisfies_protocol():
         ({"e0": (2, "gpu"), "e1": (4, "nvme")}, {}, [0.5, 0.5, 0]),  # unknown tier: 0.5
         ({"e1": (4, "cpu")}, {"tierWeights": {"cpu": 0.25}}, [0, 0.25, 0]),
         ({"e0": (4, "weird")}, {"unknownTierWeight": 0.0}, [0, 0, 0]),
+        # shared tier: credited to every endpoint at its weight; an endpoint's own better hit wins
+        ({"object-store": (4, "object-store"), "e0": (4, "gpu")}, {}, [1.0, 0.5, 0.5]),
+        ({"object-store": (4, "object-store"), "e1": (1, "gpu")}, {}, [0.5, 0.5, 0.5]),
     ],
 )
 def test_precise_prefix_cache_tiers(hits, params, expected):

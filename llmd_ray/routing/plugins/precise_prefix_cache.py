@@ -42,6 +42,8 @@ from pydantic import Field
 from llmd_ray.routing.framework import Category, CycleState, PluginParameters, Scorer
 from llmd_ray.routing.types import Endpoint
 
+SHARED_HOLDER = "object-store"  # the KV index's pseudo-replica for the shared tier (llmd_ray.kv tiers)
+
 DEFAULT_TIER_WEIGHTS = {
     "gpu": 1.0, "engine": 1.0,  # the engine's own KV memory (vLLM medium "GPU")
     "cpu": 0.8, "local": 0.8,  # offloaded to the node's CPU memory (medium "CPU")
@@ -118,10 +120,16 @@ class PrecisePrefixCacheScorer(Scorer):
                 return [0.0] * len(endpoints)
             approx = cycle.prefix_matches()
             return [approx.get(e.id, 0) / total for e in endpoints]
+        # Blocks in the cluster-wide shared tier (held by the pseudo-endpoint
+        # SHARED_HOLDER) are a transfer away from EVERY endpoint: credit them to
+        # all, at the shared tier's weight, so a lightly loaded replica can win.
+        shared = matches.get(SHARED_HOLDER)
+        shared_score = shared[0] * self.tier_weight(shared[1]) if shared else 0.0
         out = []
         for e in endpoints:
             hit = matches.get(e.id)
-            out.append(0.0 if hit is None else hit[0] * self.tier_weight(hit[1]) / total)
+            own = 0.0 if hit is None else hit[0] * self.tier_weight(hit[1])
+            out.append(max(own, shared_score) / total)
         return out
 
     def stats(self) -> dict:
