@@ -1,5 +1,9 @@
 """Command line: `python -m llmd_ray.bench {run,overhead,report,schema}`.
 
+`run --system LABEL=url:URL|serve:CONFIG|cmd:COMMAND` (repeated) compares N
+systems round-robin against `--baseline`; `--vs`/`--config-a/-b`/`--cmd-a/-b`
+is the two-system form.
+
 `run` takes an optional workload YAML; any flag given overrides the file
 (flags are named like `vllm bench serve` where it has one). The merged dict
 is validated once by BenchConfig, so errors name the field either way.
@@ -35,6 +39,16 @@ def parse_stages(text: str) -> list[dict]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"bad stage {part!r}: use RATExSECONDS, e.g. 2x30") from None
     return out
+
+
+def system_arg(text: str):
+    """argparse type for --system: the parsed SystemSpec, or an error naming what is wrong."""
+    from .compare import parse_system  # noqa: PLC0415
+
+    try:
+        return parse_system(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cmd-b", help="compare: any server command for B")
     s.add_argument("--label-a", default="A")
     s.add_argument("--label-b", default="B")
-    s.add_argument("--phases", type=int, default=2, help="A/B phase pairs, run A B A B ...")
+    s.add_argument("--system", action="append", type=system_arg, metavar="LABEL=KIND:TARGET",
+                   help="N-way compare, repeat per system: LABEL=url:URL (running), LABEL=serve:CONFIG.yaml or "
+                        "LABEL=cmd:COMMAND (started for each phase on --base-url); phases run A B C ... A B C ...")
+    s.add_argument("--baseline", help="--system label every ratio is taken against (default: the first)")
+    s.add_argument("--phases", type=int, default=2, help="phase pairs / rounds, run A B A B ... (A B C A B C ...)")
     s.add_argument("--unique-prompts", action="store_true", help="fresh prompt content every phase (A/A tests)")
     s.add_argument("--startup-timeout", type=float, default=900.0)
     o = sub.add_parser("overhead", help="measure the client's overhead against a local fake SSE server")
@@ -175,11 +193,58 @@ def config_from_args(a: argparse.Namespace) -> BenchConfig:
     return validate_config(data, a.config or "command line")
 
 
+def run_systems_cmd(a: argparse.Namespace) -> int:
+    """`run --system ...`: N systems round-robin; exit 1 when any phase failed (the rest is still written)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from . import commands  # noqa: PLC0415
+    from .compare import run_systems, side_for  # noqa: PLC0415
+    from .overhead import format_overhead, measure_overhead  # noqa: PLC0415
+    from .report import print_systems  # noqa: PLC0415
+
+    other = [f for f, v in (("--vs", a.vs), ("--config-a", a.config_a), ("--config-b", a.config_b), ("--cmd-a", a.cmd_a),
+                            ("--cmd-b", a.cmd_b), ("--server-cmd", a.server_cmd), ("--serve-config", a.serve_config)) if v]
+    if other:
+        raise ValueError(f"--system cannot be combined with {', '.join(other)}: give every system as --system")
+    labels = [s.label for s in a.system]
+    baseline = a.baseline or labels[0]
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise ValueError(f"--system: give at least two systems with distinct labels (got {labels})")
+    if baseline not in labels:
+        raise ValueError(f"--baseline {baseline!r} is not a --system label ({', '.join(labels)})")
+    if a.phases < 1:
+        raise ValueError("--phases must be >= 1")
+    cfg = config_from_args(a)
+    if a.dry_run:
+        return commands.dry_run(cfg)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    overhead = None
+    if a.measure_overhead:
+        try:
+            overhead = commands.run_async(measure_overhead(n=100, tokens=32, concurrency=32))
+            print(format_overhead(overhead), file=sys.stderr)
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            print(f"warning: could not measure client overhead: {exc}", file=sys.stderr)
+    urls = [s.target.rstrip("/") for s in a.system if s.kind == "url"]
+    if len(set(urls)) < len(urls) and not a.unique_prompts:
+        print("note: two url systems share a URL; pass --unique-prompts so one does not hit the other's prefix cache",
+              file=sys.stderr)
+    sides = [side_for(s, a.base_url, a.startup_timeout) for s in a.system]
+    cmp = commands.run_async(run_systems(cfg, a.system, sides, baseline, a.phases, out, unique_prompts=a.unique_prompts,
+                                         progress=a.progress, overhead=overhead, plots=a.plots))
+    print_systems(cmp)
+    print(f"wrote {out / 'compare_systems.json'}")
+    return 0 if cmp.complete else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import commands  # noqa: PLC0415 - keeps `--help` fast
 
     try:
+        if args.command == "run" and args.system:
+            return run_systems_cmd(args)
         return commands.dispatch(args)
     except (ConfigError, ConnectionError, FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""A/B compare: the same seeded workload against two endpoints, interleaved.
+"""A/B and N-way compares: the same seeded workload against several servers, interleaved.
 
 Phases run A B A B ... (`phases` pairs), so drift on the machine (thermal,
 background jobs, cache state) hits both sides alike. Every summary figure
@@ -10,13 +10,22 @@ server cannot be helped by prefix-cache hits from its previous phase. With
 against one server). Each side can be a running URL or a server command
 (`serve run X.yaml`, a vLLM server) started before and stopped after each
 phase, one at a time.
+
+`run_systems` generalises this to N systems (`--system LABEL=url:|serve:|cmd:`):
+rounds run A B C ... A B C ..., round i uses salt i for every system (or
+N*i+k with unique prompts), and every figure is reported as system/baseline
+over the rounds. A phase that fails (server does not start, all requests
+fail) is recorded with its error and the run goes on with the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import shlex
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +33,8 @@ from .benchmark import RunRequest, run_benchmark
 from .config import BenchConfig
 from .metrics import flatten
 from .report import write_json
-from .schema import BenchResult, ClientOverhead, CompareResult, RatioStat
-from .server import ServerProcess
+from .schema import BenchResult, ClientOverhead, CompareResult, RatioStat, SystemRuns, SystemsCompareResult, SystemSpec
+from .server import ServerProcess, serve_run_command
 
 HEADLINE = ("ttft_ms.p50", "ttft_ms.p99", "tpot_ms.p50", "itl_ms.p50", "e2e_ms.p50", "e2e_ms.p99",
             "request_throughput", "output_throughput", "goodput", "cache_hit_rate", "success_rate")
@@ -57,14 +66,21 @@ def compare_results(results_a: list[BenchResult], results_b: list[BenchResult]) 
 
 
 async def _phase(cfg: BenchConfig, side: Side, out: Path, salt: int, i: int, progress: bool,
-                 overhead: ClientOverhead | None, plots: bool) -> BenchResult:
+                 overhead: ClientOverhead | None, plots: bool, timing: dict | None = None) -> BenchResult:
     server = None
     if side.command:
         server = ServerProcess(side.command, side.base_url, env=side.env, log_path=out.with_suffix(".server.log"),
                                startup_timeout_s=side.startup_timeout_s)
         print(f"[compare] starting {side.label}: {' '.join(side.command)}", file=sys.stderr)
         out.parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(server.start)
+        t0 = time.monotonic()
+        try:
+            await asyncio.to_thread(server.start)
+        except BaseException:
+            await asyncio.to_thread(server.stop)  # a command that died early may leave children behind
+            raise
+        if timing is not None:
+            timing["startup_s"] = time.monotonic() - t0
     try:
         req = RunRequest(base_url=side.base_url, out_dir=out, salt=salt, label=f"{side.label}#{i}", progress=progress,
                          client_overhead=overhead, plots=plots)
@@ -74,13 +90,18 @@ async def _phase(cfg: BenchConfig, side: Side, out: Path, salt: int, i: int, pro
             await asyncio.to_thread(server.stop)
 
 
-async def run_compare(cfg: BenchConfig, a: Side, b: Side, phases: int, out_dir: str | Path, unique_prompts: bool = False,
-                      progress: bool = True, overhead: ClientOverhead | None = None,
-                      plots: bool = True) -> CompareResult:
+def _one_rate(cfg: BenchConfig) -> BenchConfig:
     if cfg.load.rates and len(cfg.load.rates) > 1:
         raise ValueError("compare mode runs one load point: give a single rate")
     if cfg.load.rates:
         cfg = cfg.model_copy(update={"load": cfg.load.model_copy(update={"rate": cfg.load.rates[0], "rates": None})})
+    return cfg
+
+
+async def run_compare(cfg: BenchConfig, a: Side, b: Side, phases: int, out_dir: str | Path, unique_prompts: bool = False,
+                      progress: bool = True, overhead: ClientOverhead | None = None,
+                      plots: bool = True) -> CompareResult:
+    cfg = _one_rate(cfg)
     out = Path(out_dir)
     res_a: list[BenchResult] = []
     res_b: list[BenchResult] = []
@@ -122,3 +143,88 @@ def print_compare(cmp: CompareResult, file=None) -> None:
         bm = statistics.fmean([v for v in m.b if v is not None]) if any(v is not None for v in m.b) else None
         print(f"  {k:<22} {m.ratio:>8.3f} {m.min:>8.3f} {m.max:>8.3f} {m.std:>7.3f}   "
               f"{am if am is None else f'{am:.4g}'} | {bm if bm is None else f'{bm:.4g}'}", file=file)
+
+
+# -- N systems ---------------------------------------------------------------------------------------------
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def parse_system(text: str) -> SystemSpec:
+    """'LABEL=url:URL' | 'LABEL=serve:CONFIG.yaml' | 'LABEL=cmd:COMMAND' -> SystemSpec (ValueError says what is wrong)."""
+    label, eq, rest = text.partition("=")
+    kind, colon, target = rest.partition(":")
+    if not eq or not colon or not target.strip():
+        raise ValueError(f"{text!r}: use LABEL=url:URL, LABEL=serve:CONFIG.yaml or LABEL=cmd:COMMAND")
+    if not _LABEL.match(label):
+        raise ValueError(f"{text!r}: label {label!r} must be letters, digits and ._+- (it names result dirs)")
+    if kind not in ("url", "serve", "cmd"):
+        raise ValueError(f"{text!r}: kind {kind!r} is not one of url, serve, cmd")
+    if kind == "url" and not target.startswith(("http://", "https://")):
+        raise ValueError(f"{text!r}: a url system needs http(s)://HOST:PORT")
+    if kind == "cmd":
+        try:
+            shlex.split(target)  # unbalanced quotes fail here, not at phase 3
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: {exc}") from None
+    return SystemSpec(label=label, kind=kind, target=target.strip())
+
+
+def side_for(spec: SystemSpec, base_url: str, startup_timeout_s: float = 900.0) -> Side:
+    """How to reach (and start) a system: url systems at their URL, serve/cmd ones started on base_url."""
+    if spec.kind == "url":
+        return Side(spec.label, spec.target.rstrip("/"))
+    cmd = serve_run_command(spec.target) if spec.kind == "serve" else shlex.split(spec.target)
+    return Side(spec.label, base_url.rstrip("/"), cmd, startup_timeout_s=startup_timeout_s)
+
+
+def systems_vs_baseline(runs: dict[str, list[BenchResult | None]], baseline: str) -> dict[str, dict[str, RatioStat]]:
+    """label -> figure -> label/baseline over phase pairs (a phase that failed on either side is left out)."""
+    flat = {k: [flatten(r.summary) if r is not None else {} for r in v] for k, v in runs.items()}
+    keys = sorted(set().union(*(f for v in flat.values() for f in v)))
+    base = flat[baseline]
+    return {k: {m: ratio_stats([f.get(m) for f in v], [f.get(m) for f in base]) for m in keys} for k, v in flat.items()}
+
+
+async def run_systems(cfg: BenchConfig, specs: list[SystemSpec], sides: list[Side], baseline: str, phases: int,
+                      out_dir: str | Path, unique_prompts: bool = False, progress: bool = True,
+                      overhead: ClientOverhead | None = None, plots: bool = True) -> SystemsCompareResult:
+    """Round-robin phases over N systems; writes compare_systems.json after every phase (a crash keeps the rest)."""
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels) or baseline not in labels or len(specs) < 2:
+        raise ValueError(f"need >= 2 systems with distinct labels and the baseline among them: {labels}, {baseline!r}")
+    cfg, out, n = _one_rate(cfg), Path(out_dir), len(specs)
+    runs = {s.label: SystemRuns(**s.model_dump(), base_url=side.base_url) for s, side in zip(specs, sides)}
+    results: dict[str, list[BenchResult | None]] = {label: [] for label in labels}
+    cmp = SystemsCompareResult(name=cfg.name, baseline=baseline, phases=phases, unique_prompts=unique_prompts,
+                               systems=list(runs.values()))
+    for i in range(phases):
+        for k, side in enumerate(sides):
+            name, timing, run = f"{side.label}_phase{i}", {}, runs[side.label]
+            try:
+                res = await _phase(cfg, side, out / name, n * i + k if unique_prompts else i, i, progress, overhead,
+                                   plots, timing)
+                err = None
+            except Exception as exc:  # noqa: BLE001 - recorded; the other systems still run
+                res, err = None, f"{type(exc).__name__}: {exc}"[:4000]
+                print(f"[compare] {name} failed: {err}", file=sys.stderr)
+            results[side.label].append(res)
+            run.results.append(f"{name}/result.json" if res is not None else None)
+            run.startup_s.append(timing.get("startup_s"))
+            run.errors.append(err)
+            cmp.order.append(name)
+            for label, ratios in systems_vs_baseline(results, baseline).items():
+                runs[label].vs_baseline = ratios
+            cmp.complete = all(e is None for r in runs.values() for e in r.errors) and len(cmp.order) == n * phases
+            write_json(cmp, out / "compare_systems.json")
+    if plots:
+        _plot_systems(cmp, out)
+    return cmp
+
+
+def _plot_systems(cmp: SystemsCompareResult, out: Path) -> None:
+    from . import plots  # noqa: PLC0415
+    from .report import load_records  # noqa: PLC0415
+
+    plots.plot_systems(cmp, out / "compare_systems.png")
+    curves = {s.label: [r.ttft_ms for p in s.results if p for r in load_records(out / p) if r.ok] for s in cmp.systems}
+    plots.plot_ttft_cdf(curves, out / "compare_systems_ttft_cdf.png")

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .metrics import a_is_better  # noqa: E402
-from .schema import BenchResult, CompareResult, RequestRecord, Summary  # noqa: E402
+from .schema import BenchResult, CompareResult, RequestRecord, Summary, SystemsCompareResult  # noqa: E402
 
 PCTS = ("p50", "p90", "p99")
 
@@ -145,4 +145,37 @@ def plot_compare(cmp: CompareResult, path: str | Path, keys: list[str] | None = 
     for yi, v in zip(y, mid):
         ax.text(v, yi, f" {v:.3f}", va="center", fontsize=8)
     ax.grid(alpha=0.3, axis="x")
+    return _save(fig, Path(path))
+
+
+SYSTEM_PANELS = (("ttft_ms.p50", "TTFT p50 (ms)", 1.0), ("ttft_ms.p99", "TTFT p99 (ms)", 1.0),
+                 ("goodput", "goodput (req/s)", 1.0), ("cache_hit_rate", "KV cache hit (%)", 100.0))
+
+
+def plot_systems(cmp: SystemsCompareResult, path: str | Path, panels=SYSTEM_PANELS) -> Path:
+    """One panel per figure: a bar per system (mean over phases), dots per phase, ratio to the baseline on top."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 4.2))
+    labels = [s.label for s in cmp.systems]
+    x = np.arange(len(labels))
+    for ax, (key, title, scale) in zip(np.atleast_1d(axes), panels):
+        for xi, s in zip(x, cmp.systems):
+            st = s.vs_baseline.get(key)
+            vals = [v * scale for v in (st.a if st else []) if v is not None]
+            if not vals:
+                ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=8)
+                continue
+            base = s.label == cmp.baseline
+            ax.bar(xi, np.mean(vals), color="lightgray" if base else "tab:blue", edgecolor="k", lw=0.6,
+                   hatch="//" if base else None)
+            ax.plot([xi] * len(vals), vals, "k.", ms=5)
+            if not base and st.ratio is not None:
+                color = ratio_color(key, st.ratio)
+                spread = f"\n{st.min:.2f}-{st.max:.2f}" if len(vals) > 1 else ""
+                ax.text(xi, max(vals), f"x{st.ratio:.2f}{spread}", ha="center", va="bottom", fontsize=7, color=color)
+        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+        ax.margins(y=0.18)
+    fig.suptitle(f"{cmp.name}: {len(labels)} systems x {cmp.phases} phase(s), ratios vs {cmp.baseline} "
+                 f"(hatched); dots: phases, text: mean ratio and min-max over phase pairs", fontsize=9)
     return _save(fig, Path(path))

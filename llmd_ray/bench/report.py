@@ -14,7 +14,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from .schema import BenchResult, RequestRecord, Summary
+from .schema import BenchResult, RequestRecord, Summary, SystemsCompareResult
 
 RESULT_FILE, REQUESTS_FILE = "result.json", "requests.jsonl"
 
@@ -113,6 +113,44 @@ def sweep_table(points: list[tuple[float, Summary]], file=None) -> None:
     for rate, s in points:
         print(f"{rate:>8g} {s.request_throughput:>8.2f} {s.output_throughput:>9.1f} {_f(s.ttft_ms.p50):>9} "
               f"{_f(s.ttft_ms.p99):>9} {_f(s.tpot_ms.p50):>9} {_f(s.e2e_ms.p99):>9} {s.success_rate:>6.1%}", file=file)
+
+
+SYSTEM_FIGURES = ("ttft_ms.p50", "ttft_ms.p99", "tpot_ms.p50", "e2e_ms.p99", "request_throughput", "goodput",
+                  "cache_hit_rate", "success_rate")
+
+
+def _mean(xs: list[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def print_systems(cmp: SystemsCompareResult, file=None) -> None:
+    """Two tables: each system's mean over its phases, and its ratio to the baseline (min-max over pairs)."""
+    file = file or sys.stdout
+    labels = [s.label for s in cmp.systems]
+    w = max(20, *(len(x) + 2 for x in labels))
+    print(f"{cmp.name}: {len(labels)} systems x {cmp.phases} phase(s), run {' '.join(labels)} ..., "
+          f"baseline {cmp.baseline}", file=file)
+    head = f"  {'figure (mean)':<20}" + "".join(f"{x:>{w}}" for x in labels)
+    print(head, file=file)
+    for k in SYSTEM_FIGURES:
+        print(f"  {k:<20}" + "".join(f"{_f(_mean(s.vs_baseline[k].a) if k in s.vs_baseline else None, '{:.4g}'):>{w}}"
+                                       for s in cmp.systems), file=file)
+    print(f"  {'server start (s)':<20}" + "".join(f"{_f(_mean(s.startup_s)):>{w}}" for s in cmp.systems), file=file)
+    print(f"  {'ratio vs ' + cmp.baseline:<20}" + "".join(f"{x:>{w}}" for x in labels), file=file)
+    for k in SYSTEM_FIGURES:
+        cells = []
+        for s in cmp.systems:
+            m = s.vs_baseline.get(k)
+            if m is None or m.ratio is None:
+                cells.append("-")
+            else:
+                cells.append(f"{m.ratio:.3f}" + (f" ({m.min:.2f}-{m.max:.2f})" if m.max != m.min else ""))
+        print(f"  {k:<20}" + "".join(f"{c:>{w}}" for c in cells), file=file)
+    for s in cmp.systems:
+        for i, e in enumerate(s.errors):
+            if e:
+                print(f"  error: {s.label} phase {i}: {e.splitlines()[0][:200]}", file=file)
 
 
 def write_json(obj, path: str | Path) -> Path:

@@ -184,3 +184,46 @@ class CompareResult(_Model):
     metrics: dict[str, RatioStat] = Field(description="Figure name (e.g. ttft_ms.p50) -> A/B ratio.")
     results_a: list[str] = Field(description="result.json paths of the A phases.")
     results_b: list[str]
+
+
+class SystemSpec(_Model):
+    """One system of an N-way compare (`--system LABEL=KIND:TARGET`)."""
+
+    label: str = Field(description="Name in tables, plots and result dirs (letters, digits, `._+-`).")
+    kind: Literal["url", "serve", "cmd"] = Field(description=(
+        "url: a server already running at `target`; serve: `serve run target` started for each phase; "
+        "cmd: the shell-style command `target` started for each phase (serve and cmd listen on --base-url)."
+    ))
+    target: str = Field(description="The URL, serve config path or command.")
+
+
+class SystemRuns(SystemSpec):
+    """What one system did in every phase, and its figures relative to the baseline."""
+
+    base_url: str = Field(description="Where the harness sent its requests.")
+    results: list[str | None] = Field(default_factory=list, description=(
+        "result.json per phase, relative to compare_systems.json (None: the phase failed)."
+    ))
+    startup_s: list[float | None] = Field(default_factory=list, description=(
+        "Per phase: server command launched -> /v1/models answered 200 (None: url system, or it failed)."
+    ))
+    errors: list[str | None] = Field(default_factory=list, description="Per phase: why it failed (None: ok).")
+    vs_baseline: dict[str, RatioStat] = Field(default_factory=dict, description=(
+        "Figure (e.g. ttft_ms.p50) -> this system / baseline: mean over phase pairs with min/max/std; "
+        "`a` holds this system's value per phase, `b` the baseline's."
+    ))
+
+
+class SystemsCompareResult(_Model):
+    """compare_systems.json: N systems, the same seeded workload, phases run round-robin."""
+
+    schema_version: str = SCHEMA_VERSION
+    name: str
+    baseline: str = Field(description="Label every ratio is taken against.")
+    phases: int = Field(description="Rounds; each runs every system once, in the order of `systems`.")
+    unique_prompts: bool = Field(False, description=(
+        "Every phase fresh prompt text (else the systems of round i share prompts, salt i)."
+    ))
+    order: list[str] = Field(default_factory=list, description="Phase dirs in the order they ran (label_phaseI).")
+    complete: bool = Field(False, description="Every phase of every system ran without error.")
+    systems: list[SystemRuns]
