@@ -120,9 +120,10 @@ WARMUP_PROMPTS = ("alpha bravo charlie", "zulu yankee xray", "mike november osca
 
 
 def warm_up(base_url: str, model: str, n: int) -> None:
-    """Sequential 1-token prompts that share no prefix (match rate 0 < 10%): the router sends each to the
-    replica holding the least text, so both replicas (and the ingress) pay their first-request costs here,
-    as ours do at start-up."""
+    """Sequential 1-token prompts that share no prefix (match rate 0 < 10%), which the router is documented to
+    send to the replica holding the least text: so both replicas (and the ingress, ~5 s on its first call
+    here) pay their first-request costs before the harness measures, as ours do at start-up. Not verified
+    per replica (Ray deduplicates the replicas' access logs)."""
     with httpx.Client(timeout=300, trust_env=False) as c:
         for i in range(n):
             prompt = WARMUP_PROMPTS[i % len(WARMUP_PROMPTS)] + f" {i}"
