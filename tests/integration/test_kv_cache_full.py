@@ -1,6 +1,7 @@
 """A full KV cache: vLLM preempts, nothing deadlocks, every request completes.
 
-One replica whose engine has only 16 KV blocks (2,048 tokens) takes 6
+One replica whose engine has only 16 KV blocks (2,048 tokens; vLLM needs a
+max_model_len below that, 1,024 here) takes 6
 concurrent requests needing ~5,000 tokens of KV between them.
 """
 
@@ -23,7 +24,7 @@ def tight_app(serve_instance):
 
     from llmd_ray import build_app
 
-    serve.run(build_app({"num_replicas": 1, "engine": {"model": "tiny-llama", "max_model_len": 2048,
+    serve.run(build_app({"num_replicas": 1, "engine": {"model": "tiny-llama", "max_model_len": 1024,
                                                        "num_kv_blocks": 16}}),
               name=APP, route_prefix=f"/{APP}")
     yield f"http://127.0.0.1:{HTTP_PORT}/{APP}"
