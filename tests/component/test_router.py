@@ -33,7 +33,9 @@ class FakeLLM:
         return self.id
 
     def record_routing_stats(self) -> dict:
-        return {"num_waiting": self.waiting, "num_running": 0, "kv_cache_usage": 0.1, "block_size": BLOCK,
+        # kv_cache_usage 0.0 = what the router assumes before a replica's first stats poll, so
+        # replicas whose stats arrive late under load do not look emptier and attract cold prefixes.
+        return {"num_waiting": self.waiting, "num_running": 0, "kv_cache_usage": 0.0, "block_size": BLOCK,
                 "num_blocks": 10_000, "updated_at": __import__("time").time()}
 
 
