@@ -60,6 +60,7 @@ class GenerateChunk:
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None
     logprobs: list[TokenLogprob] | None = None
+    replica: str | None = None  # the Serve replica that produced it (set by the deployment)
 
     @property
     def finished(self) -> bool:

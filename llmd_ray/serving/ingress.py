@@ -67,6 +67,7 @@ from llmd_ray.serving.tokenizer import PromptRenderer
 logger = logging.getLogger(__name__)
 Kind = Literal["completion", "chat"]
 SESSION_HEADER = "x-session-id"
+REPLICA_HEADER = "x-llmd-replica"  # response header: the Serve replica that served the request
 QOS_HEADER = "x-llmd-qos"  # the default of QoSConfig.header; documented in the OpenAPI schema
 
 
@@ -237,7 +238,7 @@ class OpenAIIngress:
             if not prep.stream:
                 chunks = [c async for c in gen]
                 self._finished(permit, timing, ok=True)
-                return JSONResponse(prep.builder.full(chunks), headers={self.qos.header: prep.qos})
+                return JSONResponse(prep.builder.full(chunks), headers=self._headers(prep, chunks[0] if chunks else None))
             first = await gen.__anext__()  # errors before the first token still get a status code
             timing.chunk(first)
         except LLMDRayError as e:
@@ -255,8 +256,15 @@ class OpenAIIngress:
         return StreamingResponse(
             self._sse(first, gen, prep.builder, permit, timing),
             media_type="text/event-stream",
-            headers={"x-request-id": prep.builder.request_id, "cache-control": "no-cache", self.qos.header: prep.qos},
+            headers={"cache-control": "no-cache", **self._headers(prep, first)},
         )
+
+    def _headers(self, prep, first: GenerateChunk | None) -> dict[str, str]:
+        """Response headers: request id, QoS class, and the replica that served (``x-llmd-replica``)."""
+        headers = {"x-request-id": prep.builder.request_id, self.qos.header: prep.qos}
+        if first is not None and first.replica:
+            headers[REPLICA_HEADER] = first.replica
+        return headers
 
     async def _sse(
         self, first: GenerateChunk, gen, builder: ResponseBuilder, permit: Permit, timing: Timing

@@ -215,6 +215,7 @@ class DecodeServer(_PDReplica):
                     self.index.record("self", hashes)
                     if kv_params is None and backlog == 0:
                         self.estimates.observe_local_prefill(local_tokens, time.perf_counter() - t0)
+                chunk.replica = self.replica_id
                 yield chunk
         finally:
             if queued:

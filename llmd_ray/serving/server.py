@@ -78,10 +78,11 @@ class LLMServer:
     async def __init__(self, engine_config: EngineConfig | dict, kv_index: Any = None):
         self.config = EngineConfig.model_validate(engine_config)
         self.rank = _replica_rank()
+        self.replica_id = _replica_id()
         self.metrics = EngineMetrics(self.config.name)
         self.demand = DemandRecorder()  # per-shape arrivals for the variant autoscaler
         self.kv_events = kv_events_endpoints() if self.config.kv_events else None
-        extra = kv_events_engine_args(self.kv_events, _replica_id()) if self.kv_events else None
+        extra = kv_events_engine_args(self.kv_events, self.replica_id) if self.kv_events else None
         self.engine = await Engine.start(
             self.config, replica_rank=self.rank, observers=[self.metrics.observe], extra_engine_args=extra
         )
@@ -107,6 +108,7 @@ class LLMServer:
             if first:
                 self.demand.on_cached(bucket, chunk.cached_tokens)
                 first = False
+            chunk.replica = self.replica_id
             yield chunk
 
     async def abort(self, request_id: str) -> None:
