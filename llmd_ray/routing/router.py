@@ -101,6 +101,10 @@ class LLMDRequestRouter(RequestRouter):
         self._precise_fallbacks_seen: dict[str, int] = {}
         if self._mirror is not None:
             self._scheduler.set_precise_view(self._mirror)
+        # Plugins that count precise-index fallbacks (live dicts, read per decision without copying).
+        self._fallback_counts = [
+            (name, p.fallbacks) for name, p in self._scheduler.plugins.items() if isinstance(getattr(p, "fallbacks", None), dict)
+        ]
         self._block_size = block_size
         self._hash_seed = hash_seed
         self._in_flight: dict[str, int] = defaultdict(int)
@@ -200,11 +204,12 @@ class LLMDRequestRouter(RequestRouter):
             time.sleep(self._kv_index_sync_s)
 
     def _count_precise_fallbacks(self) -> None:
-        for name, s in self._scheduler.stats().items():
-            for reason, n in (s.get("fallbacks") or {}).items() if isinstance(s.get("fallbacks"), dict) else ():
+        for name, counts in self._fallback_counts:
+            for reason, n in counts.items():
                 key = f"{name}/{reason}"
-                if n > self._precise_fallbacks_seen.get(key, 0):
-                    self._metrics.precise_fallbacks.inc(n - self._precise_fallbacks_seen.get(key, 0), tags={"reason": reason})
+                seen = self._precise_fallbacks_seen.get(key, 0)
+                if n > seen:
+                    self._metrics.precise_fallbacks.inc(n - seen, tags={"reason": reason})
                     self._precise_fallbacks_seen[key] = n
 
     # ----------------------------------------------------------- lifecycle

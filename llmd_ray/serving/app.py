@@ -12,6 +12,7 @@ from ray.serve.config import RequestRouterConfig
 
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.kv.tier_config import KVTiersConfig
+from llmd_ray.routing.config import parse_config
 from llmd_ray.serving.ingress import IngressConfig, OpenAIIngress
 from llmd_ray.serving.qos import QoSConfig
 from llmd_ray.serving.kv_index import KVIndex
@@ -49,8 +50,10 @@ class RouterArgs(BaseModel):
             return False
         if self.precise_index is not None:
             return self.precise_index
-        text = self.config if isinstance(self.config, str) else repr(self.config)
-        return "precise-prefix-cache" in text or "'precise'" in text or "matchSource: precise" in text
+        return any(
+            spec.type == "precise-prefix-cache" or (spec.parameters or {}).get("matchSource") == "precise"
+            for spec in parse_config(self.config).plugins
+        )
 
 
 class AppArgs(BaseModel):

@@ -16,6 +16,7 @@ import time
 
 import msgspec
 import pytest
+import yaml
 import zmq
 from ray import serve
 
@@ -119,3 +120,35 @@ async def test_requests_follow_blocks_the_engine_reported(handles):
         await asyncio.sleep(0.5)  # > one router sync period
         chosen = {await _route(handle, prefix + [5000 + i]) for i in range(4)}
         assert chosen == {owner}, (trial, owner, chosen)
+
+
+def _affinity_only(match_source: str) -> dict:
+    return {
+        "plugins": [{"type": "prefix-cache-affinity", "parameters": {"matchSource": match_source}}, {"type": "queue"}],
+        "schedulingProfiles": [{"name": "default", "plugins": [
+            {"pluginRef": "prefix-cache-affinity"}, {"pluginRef": "queue"}]}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"config": CONFIG}, True),                                   # a precise-prefix-cache scorer
+        ({"config": _affinity_only("precise")}, True),                # affinity filter on the precise index
+        ({"config": _affinity_only("approximate")}, False),
+        ({"config": yaml.safe_dump(_affinity_only("precise"))}, True),  # YAML text is parsed, not grepped
+        ({"config": {**_affinity_only("approximate"), "kind": "EndpointPickerConfig"}}, False),
+        ({}, False),                                                  # the default profile
+        ({"config": CONFIG, "precise_index": False}, False),          # an explicit setting wins
+        ({"config": CONFIG, "policy": "pow2"}, False),
+    ],
+)
+def test_uses_precise_index_reads_the_parsed_config(args, expected):
+    assert RouterArgs(**args).uses_precise_index() is expected
+
+
+def test_uses_precise_index_rejects_a_bad_config_by_field():
+    from llmd_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="schedulingProfiles"):
+        RouterArgs(config={"plugins": []}).uses_precise_index()
