@@ -9,6 +9,7 @@ health check when the engine process dies so that Serve replaces it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -78,7 +79,6 @@ class LLMServer:
     async def __init__(self, engine_config: EngineConfig | dict, kv_index: Any = None):
         self.config = EngineConfig.model_validate(engine_config)
         self.rank = _replica_rank()
-        self.replica_id = _replica_id()
         self.metrics = EngineMetrics(self.config.name)
         self.demand = DemandRecorder()  # per-shape arrivals for the variant autoscaler
         self.kv_events = kv_events_endpoints() if self.config.kv_events else None
@@ -96,6 +96,11 @@ class LLMServer:
             await asyncio.wait_for(kv_index.register.remote(_replica_id(), self.kv_events), timeout=10)
         except Exception as e:  # the index learns the endpoint from routers' next sync
             logger.warning("LLMServer: KVIndex registration failed (%s); routers will announce this replica", e)
+
+    @functools.cached_property
+    def replica_id(self) -> str:
+        """This Serve replica's unique id (subclasses with their own ``__init__`` get it too)."""
+        return _replica_id()
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
         """Stream output deltas (one final chunk when ``request.stream`` is false).
