@@ -10,7 +10,12 @@ Two halves, both pure (no Ray, no ZMQ, no vLLM):
   sequence numbers belong to a dead actor and it must take a snapshot.
 * ``IndexMirror`` lives in each router. It applies those deltas/snapshots and
   answers ``lookup(event_hashes)`` locally in microseconds, so the routing hot
-  path never waits on the actor (``PreciseIndexView`` protocol).
+  path never waits on the actor (``PreciseIndexView`` protocol). Events arrive
+  only after a request's prefill, so the router also records each routing
+  decision as *speculative* blocks of the chosen replica (``speculate``), which
+  count as held (tier ``gpu``) until the events confirm them or ``ttl_s``
+  passes: requests of a new prefix that arrive while its first prefill runs
+  then follow it, as with the approximate index.
 
 Hashes are the 64-bit values vLLM puts in events (the low 64 bits of its
 sha256 block hash, ``routing.hashing.to_event_hash``); the router computes the
@@ -185,6 +190,8 @@ class IndexMirror:
     synced_at: float | None = None
     snapshots: int = 0
     deltas: int = 0
+    speculative: dict[str, dict[int, float]] = field(default_factory=dict)  # replica -> hash -> expiry
+    _speculated: int = 0
 
     def apply(self, changes: Mapping[str, Any], now: float | None = None) -> None:
         if "snapshot" in changes:
@@ -219,9 +226,40 @@ class IndexMirror:
                 if not self.blocks[h]:
                     del self.blocks[h]
 
+    def speculate(self, replica: str, hashes: Sequence[int], ttl_s: float, now: float | None = None) -> None:
+        """The router sent a request with these blocks to ``replica``: count them as held for ``ttl_s``."""
+        if ttl_s <= 0 or not hashes:
+            return
+        now = time.monotonic() if now is None else now
+        held = self.speculative.setdefault(replica, {})
+        until = now + ttl_s
+        for h in hashes:
+            held[h] = until
+        self._speculated += 1
+        if self._speculated % 256 == 0:  # drop expired entries now and then
+            for r in list(self.speculative):
+                live = {h: t for h, t in self.speculative[r].items() if t > now}
+                if live:
+                    self.speculative[r] = live
+                else:
+                    del self.speculative[r]
+
     # PreciseIndexView
-    def lookup(self, block_hashes: Sequence[int]) -> dict[str, tuple[int, str]]:
-        return _leading_matches(self.blocks, block_hashes)
+    def lookup(self, block_hashes: Sequence[int], now: float | None = None) -> dict[str, tuple[int, str]]:
+        out = _leading_matches(self.blocks, block_hashes)
+        if not self.speculative:
+            return out
+        now = time.monotonic() if now is None else now
+        for replica, held in self.speculative.items():
+            n = 0
+            for h in block_hashes:  # a block counts if the events confirm it or it is a live speculation
+                if replica in self.blocks.get(h, ()) or held.get(h, 0.0) > now:
+                    n += 1
+                else:
+                    break
+            if n > out.get(replica, (0, ""))[0]:
+                out[replica] = (n, DEFAULT_TIER)
+        return out
 
     def staleness_s(self) -> float:
         return float("inf") if self.synced_at is None else time.monotonic() - self.synced_at

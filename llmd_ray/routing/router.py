@@ -89,13 +89,14 @@ class LLMDRequestRouter(RequestRouter):
 
     def initialize_state(
         self, config: Any = None, block_size: int | None = None, hash_seed: str | None = None,
-        kv_index: str | None = None, kv_index_sync_s: float = 0.2, **_,
+        kv_index: str | None = None, kv_index_sync_s: float = 0.2, speculative_ttl_s: float = 5.0, **_,
     ):
         self._scheduler = Scheduler.from_config(config)
         # Precise index: a local mirror of the app's KVIndex deployment, kept current by a
         # background task (never awaited on the routing path).
         self._kv_index = kv_index
         self._kv_index_sync_s = kv_index_sync_s
+        self._speculative_ttl_s = speculative_ttl_s
         self._mirror = IndexMirror() if kv_index else None
         self._sync_thread: threading.Thread | None = None
         self._precise_fallbacks_seen: dict[str, int] = {}
@@ -226,6 +227,8 @@ class LLMDRequestRouter(RequestRouter):
         )
         self._metrics.decisions.inc(tags={"outcome": self._outcomes.pop(key, "unknown")})
         self._scheduler.on_routed(request, rid)
+        if self._mirror is not None:  # held until the engine's KV events confirm it (or the TTL passes)
+            self._mirror.speculate(rid, request.event_block_hashes, self._speculative_ttl_s)
         self._routed[key] = (request.request_id, rid)
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:

@@ -44,6 +44,11 @@ class RouterArgs(BaseModel):
         description="Run the KVIndex deployment (vLLM KV events) and mirror it in routers; None: on when the config uses `precise-prefix-cache` or `matchSource: precise`. Turns on `engine.kv_events`.",
     )
     kv_index_sync_s: float = Field(default=0.2, gt=0, description="How often routers pull KV-index deltas.")
+    kv_index_speculative_ttl_s: float = Field(
+        default=5.0, ge=0,
+        description="With the precise index: a routed request's blocks count as held by its replica for this long, "
+        "until the engine's KV events (sent after prefill) confirm them; 0 turns it off.",
+    )
 
     def uses_precise_index(self) -> bool:
         if self.policy != "llmd":
@@ -96,6 +101,7 @@ def request_router_config(router: RouterArgs) -> RequestRouterConfig:
             "config": router.config, "block_size": router.block_size,
             "kv_index": KV_INDEX_DEPLOYMENT if router.uses_precise_index() else None,
             "kv_index_sync_s": router.kv_index_sync_s,
+            "speculative_ttl_s": router.kv_index_speculative_ttl_s,
         },
         request_routing_stats_period_s=router.stats_period_s,
     )

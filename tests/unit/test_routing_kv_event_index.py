@@ -116,3 +116,35 @@ def test_router_hashes_match_event_hashes_of_the_same_tokens():
     index = KVEventIndex()
     index.apply_batch("a", 0, batch(stored(to_event_hashes(full))))
     assert index.match(to_event_hashes(block_hashes(tokens[:256] + [1, 2], 128, seed="0"))) == {"a": (2, "gpu")}
+
+
+@pytest.mark.parametrize(
+    ("confirmed", "speculated", "at", "expected"),
+    [
+        ({}, {"a": [1, 2, 3]}, 1.0, {"a": (3, "gpu")}),                    # in flight: held before any event
+        ({}, {"a": [1, 2, 3]}, 6.0, {}),                                   # TTL (5 s) passed, never confirmed
+        ({"a": [1, 2, 3]}, {"a": [1, 2, 3]}, 6.0, {"a": (3, "gpu")}),      # confirmed outlives the speculation
+        ({"a": [1]}, {"a": [2]}, 1.0, {"a": (2, "gpu")}),                  # a confirmed run extended by a speculative one
+        ({"b": [1, 2]}, {"a": [1]}, 1.0, {"a": (1, "gpu"), "b": (2, "gpu")}),
+        ({}, {"a": [2, 3]}, 1.0, {}),                                      # must be a leading run
+    ],
+)
+def test_mirror_speculation_table(confirmed, speculated, at, expected):
+    index = KVEventIndex()
+    for replica, hashes in confirmed.items():
+        index.apply_batch(replica, 0, batch(stored(hashes)))
+    mirror = IndexMirror()
+    mirror.apply(index.changes(None, 0))
+    for replica, hashes in speculated.items():
+        mirror.speculate(replica, hashes, ttl_s=5.0, now=0.0)
+    assert mirror.lookup([1, 2, 3], now=at) == expected
+
+
+def test_speculation_off_and_expired_entries_are_dropped():
+    mirror = IndexMirror()
+    mirror.speculate("a", [1, 2], ttl_s=0.0, now=0.0)
+    assert mirror.speculative == {}
+    mirror.speculate("a", [1], ttl_s=1.0, now=0.0)
+    for i in range(255):  # every 256th call prunes what has expired
+        mirror.speculate("b", [100 + i], ttl_s=1.0, now=10.0)
+    assert "a" not in mirror.speculative and len(mirror.speculative["b"]) == 255
