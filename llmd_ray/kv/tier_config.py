@@ -46,6 +46,9 @@ class KVTiersConfig(BaseModel):
     def _check(self) -> KVTiersConfig:
         if self.memory_bytes == 0 and not self.disk_dir and not self.shared:
             raise ValueError("kv_tiers: every tier is off (memory_bytes=0, no disk_dir, shared=false)")
+        if self.shared and self.memory_bytes == 0 and not self.disk_dir:
+            raise ValueError("kv_tiers.shared needs a local pool (memory_bytes > 0 or disk_dir): blocks reach the "
+                             "object store from it")
         return self
 
     def connector_config(self, *, model: str, memory_dir: str, staged_dir: str, disk_dir: str | None,
