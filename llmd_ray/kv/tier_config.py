@@ -32,8 +32,9 @@ class KVTiersConfig(BaseModel):
     shared: bool = Field(default=False, description="Run the shared tier: blocks in the Ray object store, owned by the SharedKVStore actor.")
     shared_bytes: int = Field(default=512 * MiB, ge=0, description="Shared tier: object-store budget for the whole cluster, bytes (LRU).")
     min_load_blocks: int = Field(
-        default=1, ge=1,
-        description="Load from the tiers only runs of at least this many blocks (below it, recomputing is cheaper).",
+        default=2, ge=1,
+        description="Load from the tiers only runs of at least this many blocks (below it, recomputing is cheaper: "
+        "measured crossover 2 blocks of 128 tokens for tiny-llama on CPU, bench/results/kv_tiers/crossover.json).",
     )
     async_save: bool = Field(
         default=True, description="Write saved blocks on a background thread (the copy out of the paged cache stays synchronous).",

@@ -41,7 +41,8 @@ def tiers_app(serve_instance, tmp_path_factory):
         "num_replicas": 2,
         "engine": {"model": MODEL, "max_model_len": 2048, "num_kv_blocks": 17},
         "kv_tiers": {"memory_bytes": MEM_BYTES, "disk_dir": str(root / "disk"), "disk_bytes": DISK_BYTES,
-                     "shared": True, "shared_bytes": SHARED_BYTES, "shm_root": shm_root},
+                     "shared": True, "shared_bytes": SHARED_BYTES, "shm_root": shm_root,
+                     "min_load_blocks": 1},  # single blocks too: the tests count exact block hits
         "router": {"policy": "llmd", "precise_index": True,
                    "config": {"plugins": [{"type": "precise-prefix-cache"}, {"type": "queue"}, {"type": "max-score"}],
                               "schedulingProfiles": [{"name": "default", "plugins": [
