@@ -39,25 +39,37 @@ ROOT = Path(__file__).resolve().parents[2]
 CLASSES = (("interactive", 0.3), ("standard", 0.4), ("batch", 0.3))
 
 
-def _memory() -> dict:
+def _memory(index_stats: dict | None) -> dict:
+    """RSS of the app's replica processes by deployment, of engine processes, the object store, the index."""
     import psutil
     import ray
     from ray._private.internal_api import memory_summary
 
-    rss = {"replicas": 0, "engines": 0}
+    rss: dict[str, float] = {"engines": 0.0}
     for p in psutil.process_iter(["cmdline", "name"]):
         try:
             cmd = " ".join(p.info["cmdline"] or [])
-            if "ServeReplica:soak" in cmd:
-                rss["replicas"] += p.memory_info().rss
+            m = re.search(r"ServeReplica:soak:(\w+)", cmd)
+            if m:
+                rss[m.group(1)] = rss.get(m.group(1), 0.0) + p.memory_info().rss / 2**20
             elif "EngineCore" in (p.info["name"] or "") or "EngineCore" in cmd:
-                rss["engines"] += p.memory_info().rss
+                rss["engines"] += p.memory_info().rss / 2**20
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     text = memory_summary(stats_only=True)
     m = re.search(r"Plasma memory usage (\d+) MiB", text)
-    return {"replica_rss_mib": rss["replicas"] / 2**20, "engine_rss_mib": rss["engines"] / 2**20,
-            "object_store_mib": float(m.group(1)) if m else None, "nodes": len(ray.nodes())}
+    return {"rss_mib": rss, "object_store_mib": float(m.group(1)) if m else None, "nodes": len(ray.nodes()),
+            "kv_index": index_stats}
+
+
+async def _index_stats() -> dict | None:
+    from ray import serve
+
+    try:
+        s = await serve.get_deployment_handle("KVIndex", app_name="soak").stats.remote()
+    except Exception as e:  # no precise index in this config
+        return {"error": type(e).__name__}
+    return {k: v for k, v in s.items() if isinstance(v, (int, float, str))}
 
 
 async def _request(client: httpx.AsyncClient, rng: random.Random, qos: str, stream: bool, timeout: float) -> dict:
@@ -141,6 +153,10 @@ async def main(args) -> dict:
     ray.init(num_cpus=4, include_dashboard=False, _system_config={"metrics_report_interval_ms": 1000})
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     cfg = yaml.safe_load((ROOT / args.config).read_text())["applications"][0]["args"]
+    # No API keys: per-key rate limits would shed before flow control does (auth has its own tests).
+    cfg.get("ingress", {}).pop("auth", None)
+    if args.router_from:  # e.g. the precise index: its KVIndex is then part of the soak
+        cfg["router"] = yaml.safe_load((ROOT / args.router_from).read_text())["applications"][0]["args"]["router"]
     serve.run(build_app(cfg), name="soak", route_prefix="/")
     base = f"http://127.0.0.1:{args.port}"
     limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
@@ -149,7 +165,7 @@ async def main(args) -> dict:
         rate = args.overload * capacity
         print(f"[soak] capacity {capacity:.2f} req/s -> offering {rate:.2f} req/s", file=sys.stderr)
         await asyncio.sleep(5)
-        before = _memory()
+        before = _memory(await _index_stats())
         rng = random.Random(42)
         kills: list = []
         t_end = time.monotonic() + args.duration
@@ -163,7 +179,7 @@ async def main(args) -> dict:
         results = await asyncio.gather(*tasks)
         killer.cancel()
         await asyncio.sleep(args.cooldown)
-        after = _memory()
+        after = _memory(await _index_stats())
     serve.shutdown()
     ray.shutdown()
     return summarise(results, kills, capacity, rate, before, after, args)
@@ -223,6 +239,8 @@ def plot(summary: dict, path: Path) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="serve_configs/qos.yaml")
+    ap.add_argument("--router-from", default="serve_configs/precise_routing.yaml",
+                    help="take the router block from this config ('' keeps --config's)")
     ap.add_argument("--port", type=int, default=8300)
     ap.add_argument("--duration", type=float, default=300)
     ap.add_argument("--kill-every", type=float, default=60)
