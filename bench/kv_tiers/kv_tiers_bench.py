@@ -248,13 +248,16 @@ def plot(result: dict, out: Path, which: str) -> None:
         fig.savefig(out / "crossover.png", dpi=110)
         return
     rows = [r for r in result["rows"] if "error" not in r]
-    labels = list(dict.fromkeys(r["system"] for r in rows))
+    order = ["none", "local", "shared", "both", "lmcache"]
+    labels = sorted(dict.fromkeys(r["system"] for r in rows), key=lambda x: order.index(x) if x in order else len(order))
     figs = (("cache_hit_rate", "cached fraction of prompt tokens"), ("ttft_p50_ms", "TTFT p50 (ms)"),
             ("ttft_p90_ms", "TTFT p90 (ms)"), ("request_throughput", "requests/s"))
     fig, axes = plt.subplots(1, len(figs), figsize=(4 * len(figs), 4))
     for ax, (key, title) in zip(axes, figs):
         vals = [statistics.fmean(r[key] for r in rows if r["system"] == s) for s in labels]
-        ax.bar(labels, vals, color=["grey", "tab:blue", "tab:orange", "tab:green", "tab:purple"][: len(labels)])
+        ax.bar(labels, vals, color=["grey", "tab:blue", "tab:purple", "tab:orange", "tab:red"][: len(labels)])
+        if key.startswith("ttft"):
+            ax.set_yscale("log")  # a broken system (LMCache on CPU) is minutes, the others under seconds
         if key == "cache_hit_rate":
             ax.axhline(result["ceiling_cache_hit_rate"], color="k", ls="--", lw=0.8, label="one unbounded cache")
             ax.legend(fontsize=8)
