@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
@@ -17,6 +17,7 @@ from llmd_ray.serving.ingress import IngressConfig, OpenAIIngress
 from llmd_ray.serving.qos import QoSConfig
 from llmd_ray.serving.kv_index import KVIndex
 from llmd_ray.serving.server import LLMServer
+from llmd_ray.serving.variants import VariantArgs, deployment_name, resolve_variants
 
 
 KV_INDEX_DEPLOYMENT = "KVIndex"
@@ -86,6 +87,20 @@ class AppArgs(BaseModel):
         description="KV cache tiers beyond each engine's own cache: a local host-memory pool with disk spill, and a "
         "shared tier in the Ray object store (llmd_ray.kv.tiered_server); None: off.",
     )
+    variants: list[VariantArgs] | None = Field(
+        default=None, min_length=1,
+        description="Variants of the model (engine overrides, replica bounds, hardware), each its own deployment "
+        "`LLMServer-<name>` that the ingress dispatches over and the variant autoscaler sizes; list the cheapest "
+        "first (ties go to it). None: one `LLMServer` deployment of `num_replicas`.",
+    )
+
+    @model_validator(mode="after")
+    def _check_variants(self) -> "AppArgs":
+        if self.variants is not None:
+            if "num_replicas" in self.model_fields_set:
+                raise ValueError("num_replicas: with variants, set variants[].num_replicas or variants[].autoscaling")
+            resolve_variants(self.engine, self.variants)  # names unique, engines valid (errors name the field)
+        return self
 
 
 def request_router_config(router: RouterArgs) -> RequestRouterConfig:
@@ -108,23 +123,13 @@ def request_router_config(router: RouterArgs) -> RequestRouterConfig:
 
 
 def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
-    """Build the aggregated OpenAI app: ingress -> N LLMServer replicas."""
+    """Build the aggregated OpenAI app: ingress -> N LLMServer replicas, or -> one deployment per variant."""
     a = AppArgs.model_validate(args or {})
     precise = a.router.uses_precise_index()
     engine = a.engine.model_copy(update={"kv_events": True}) if precise else a.engine
     server_cls = LLMServer
     if a.kv_tiers is not None:  # KV tiers (issue 9)
         from llmd_ray.kv.tiered_server import TieredLLMServer as server_cls
-    server = serve.deployment(server_cls).options(
-        name="LLMServer",
-        num_replicas=a.num_replicas,
-        max_ongoing_requests=a.max_ongoing_requests,
-        ray_actor_options={"num_cpus": a.replica_num_cpus, "num_gpus": a.replica_num_gpus},
-        health_check_period_s=10,
-        health_check_timeout_s=30,
-        graceful_shutdown_timeout_s=20,
-        request_router_config=request_router_config(a.router),
-    )
     ingress = OpenAIIngress.options(num_replicas=a.ingress_replicas)
     kv_index = (
         serve.deployment(KVIndex).options(name=KV_INDEX_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0}).bind()
@@ -133,11 +138,40 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
     server_args: tuple = ()
     if a.kv_tiers is not None:
         server_args = (a.kv_tiers.model_dump(), shared_kv_store(a.kv_tiers, kv_index))
-    return ingress.bind(
-        server.bind(engine.model_dump(), kv_index, *server_args),
-        engine.model_dump(),
-        a.ingress.model_dump(),
-        a.qos.model_dump(),
+    common = (engine.model_dump(), a.ingress.model_dump(), a.qos.model_dump())
+    if a.variants is None:
+        return ingress.bind(_server(server_cls, a).bind(engine.model_dump(), kv_index, *server_args), *common)
+    llms = {v.name: _server(server_cls, a, v).bind(eng.model_dump(), kv_index, *server_args)
+            for v, eng in zip(a.variants, resolve_variants(engine, a.variants))}
+    return ingress.bind(llms, *common, {"accelerators": {v.name: v.accelerator for v in a.variants}})
+
+
+def _server(cls: type, a: AppArgs, v: VariantArgs | None = None):
+    """The app's one ``LLMServer`` deployment, or variant ``v``'s ``LLMServer-<name>`` with its overrides."""
+
+    def pick(field: str, default: Any) -> Any:
+        value = None if v is None else getattr(v, field)
+        return default if value is None else value
+
+    actor: dict[str, Any] = {"num_cpus": pick("replica_num_cpus", a.replica_num_cpus),
+                             "num_gpus": pick("replica_num_gpus", a.replica_num_gpus)}
+    if v is not None and v.resources:
+        actor["resources"] = dict(v.resources)
+    if v is None:
+        scale: dict[str, Any] = {"num_replicas": a.num_replicas}
+    elif v.autoscaling is not None:
+        scale = {"autoscaling_config": v.autoscaling.serve_config()}
+    else:
+        scale = {"num_replicas": v.num_replicas}
+    return serve.deployment(cls).options(
+        name="LLMServer" if v is None else deployment_name(v.name),
+        **scale,
+        max_ongoing_requests=pick("max_ongoing_requests", a.max_ongoing_requests),
+        ray_actor_options=actor,
+        health_check_period_s=10,
+        health_check_timeout_s=30,
+        graceful_shutdown_timeout_s=20,
+        request_router_config=request_router_config(a.router),
     )
 
 

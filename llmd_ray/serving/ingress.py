@@ -50,6 +50,7 @@ from llmd_ray.errors import (
     RequestTooLargeError,
 )
 from llmd_ray.serving.auth import AuthConfig, KeyStore, Principal
+from llmd_ray.serving.dispatch import ingress_dispatcher
 from llmd_ray.serving.flow_control import FlowControlConfig, FlowController, Permit, StatsPoller
 from llmd_ray.serving.openai_format import SSE_DONE, ResponseBuilder, sse
 from llmd_ray.serving.protocol import (
@@ -61,7 +62,6 @@ from llmd_ray.serving.protocol import (
 )
 from llmd_ray.serving.qos import QoSConfig
 from llmd_ray.serving.qos_metrics import QoSMetrics, Timing
-from llmd_ray.serving.retry import RetryingStream
 from llmd_ray.serving.tokenizer import PromptRenderer
 
 logger = logging.getLogger(__name__)
@@ -170,14 +170,15 @@ class Prepared:
 class OpenAIIngress:
     async def __init__(
         self,
-        llm: DeploymentHandle,
+        llm: DeploymentHandle | dict[str, DeploymentHandle],  # one LLMServer, or one per variant (variants.py)
         engine_config: EngineConfig | dict,
         ingress_config: IngressConfig | dict | None = None,
         qos_config: QoSConfig | dict | None = None,
+        dispatch: dict | None = None,  # DispatchConfig (dispatch.py)
     ):
-        self.llm = llm
         self.engine_config = EngineConfig.model_validate(engine_config)
         self.config = IngressConfig.model_validate(ingress_config or {})
+        self.variants = ingress_dispatcher(llm, dispatch)  # picks each request's variant; polls their replicas
         self.qos = QoSConfig.model_validate(qos_config or {})
         path = resolve_model(self.engine_config.tokenizer or self.engine_config.model)
         self.renderer = PromptRenderer.from_pretrained(path, self.engine_config.max_model_len)
@@ -189,7 +190,7 @@ class OpenAIIngress:
             raise ConfigError(f"auth: qos_class {sorted(unknown)} not among the QoS classes {sorted(self.qos.classes)}")
         self.metrics = QoSMetrics(self.qos.classes, self.model_name)
         self.flow = FlowController(self.config.flow_control, self.qos.classes, self.metrics)
-        self.poller = StatsPoller(lambda: self.llm.stats.remote(), self.flow)
+        self.poller = StatsPoller(lambda: self.variants.stats_handle().stats.remote(), self.flow)
         if self.config.flow_control.enabled:
             self.poller.start()
 
@@ -328,7 +329,8 @@ class OpenAIIngress:
 
     def flow_status(self) -> dict:
         """The gate's state: in flight, queued per class, saturated, and the replica loads it last saw."""
-        return {**self.flow.status(), "replicas": {k: (r.num_waiting, r.kv_cache_usage) for k, r in self.poller.loads.items()}}
+        replicas = {k: (r.num_waiting, r.kv_cache_usage) for k, r in self.poller.loads.items()}
+        return {**self.flow.status(), "replicas": replicas, "variants": self.variants.status()}
 
     async def _full(self, body: dict, kind: Kind, session_id: str | None, qos: str | None) -> dict:
         timing = Timing(time.monotonic())
@@ -419,7 +421,5 @@ class OpenAIIngress:
         tenant = principal.name if principal else (req.user or "-")[:128]
         return Prepared(req.stream, gen_request, builder, qos, tenant)
 
-    def _launch(self, prep: Prepared):
-        # Re-issued (routed around the dead replica) while no token has been received.
-        handle = self.llm.options(stream=True)
-        return RetryingStream(lambda: handle.generate.remote(prep.request), prep.request.request_id)
+    def _launch(self, prep: Prepared):  # re-sent (dead replica, variant scaled to 0) until the first token
+        return self.variants.stream(prep.request)

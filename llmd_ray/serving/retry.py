@@ -76,3 +76,10 @@ class RetryingStream:
 
     def cancel(self) -> None:
         self._gen.cancel()
+
+    def restart(self) -> None:
+        """Cancel the current attempt and start another (only before the first chunk)."""
+        if self._started:
+            raise RuntimeError("restart after the first chunk")
+        self._gen.cancel()
+        self._gen = self._start()

