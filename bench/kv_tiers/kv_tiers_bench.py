@@ -235,11 +235,11 @@ def plot(result: dict, out: Path, which: str) -> None:
     import matplotlib.pyplot as plt
 
     if which == "crossover":
-        per = result["per_length"]
-        ls = sorted(int(k) for k in per)
+        per = {int(k): v for k, v in result["per_length"].items()}  # JSON keys are strings after a round trip
+        ls = sorted(per)
         fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot([128 * L for L in ls], [per[L if L in per else str(L)]["recompute_ms"] for L in ls], "o-", label="recompute (cold)")
-        ax.plot([128 * L for L in ls], [per[L if L in per else str(L)]["load_ms"] for L in ls], "s-", label="load from memory tier")
+        ax.plot([128 * L for L in ls], [per[L]["recompute_ms"] for L in ls], "o-", label="recompute (cold)")
+        ax.plot([128 * L for L in ls], [per[L]["load_ms"] for L in ls], "s-", label="load from memory tier")
         ax.set_xlabel("prefix tokens (full 128-token blocks)")
         ax.set_ylabel("TTFT p50 (ms)")
         ax.set_title("KV tier load vs recompute, tiny-llama float32, 1 CPU core")

@@ -93,7 +93,7 @@ class LLMServer:
     async def _register_kv_events(self, kv_index: Any) -> None:
         """Tell the app's KVIndex where this engine publishes (routers' syncs re-announce it too)."""
         try:
-            await asyncio.wait_for(kv_index.register.remote(_replica_id(), self.kv_events), timeout=10)
+            await asyncio.wait_for(kv_index.register.remote(self.replica_id, self.kv_events), timeout=10)
         except Exception as e:  # the index learns the endpoint from routers' next sync
             logger.warning("LLMServer: KVIndex registration failed (%s); routers will announce this replica", e)
 
