@@ -41,7 +41,8 @@ from llmd_ray.kv.tier_config import KVTiersConfig, with_pd
 from llmd_ray.kv.tier_metrics import TierMetrics, flatten
 from llmd_ray.routing.hashing import block_hashes
 from llmd_ray.serving.metrics import EngineMetrics
-from llmd_ray.serving.server import LLMServer, _replica_id, _replica_rank, kv_events_endpoints, kv_events_engine_args
+from llmd_ray.serving.replica import replica_context
+from llmd_ray.serving.server import LLMServer, kv_events_endpoints, kv_events_engine_args
 
 logger = logging.getLogger("ray.serve")
 SHARED_TIMEOUT_S = 2.0
@@ -75,12 +76,11 @@ class TieredLLMServer(LLMServer):
                        tiers: KVTiersConfig | dict | None = None, store: Any = None):
         self.config = EngineConfig.model_validate(engine_config)
         self.tiers = KVTiersConfig.model_validate(tiers or {})
-        self.rank = _replica_rank()
+        self.rank, rid = replica_context()
         self.metrics = EngineMetrics(self.config.name)
         self.tier_metrics = TierMetrics(self.config.name)
         self.demand = DemandRecorder()
         self.store = store if self.tiers.shared else None
-        rid = _replica_id()
         root = self.tiers.shm_root or default_shm_root()
         os.makedirs(root, exist_ok=True)
         sweep_dead_owners(root)
@@ -260,10 +260,9 @@ class TieredLLMServer(LLMServer):
             except Exception:
                 logger.debug("tier metrics update failed", exc_info=True)
 
-    def __del__(self):
+    def release(self) -> None:
         for t in getattr(self, "_tasks", []):
             t.cancel()
-        super().__del__()
         owner = getattr(self, "owner_dir", None)
         if owner:
             shutil.rmtree(owner, ignore_errors=True)

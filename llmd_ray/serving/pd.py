@@ -35,8 +35,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ray import serve
-
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.engine import _platform_is_gpu
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest
@@ -50,6 +48,7 @@ from llmd_ray.routing.index import ApproximatePrefixIndex
 from llmd_ray.serving.metrics import EngineMetrics
 from llmd_ray.serving.pd_engine import PDEngine, PDGenerateRequest
 from llmd_ray.serving.pd_metrics import PDMetrics
+from llmd_ray.serving.replica import EngineReplica, replica_context
 
 logger = logging.getLogger("ray.serve")
 
@@ -70,28 +69,19 @@ class NixlPayload:
     prefill_s: float = 0.0
 
 
-def _replica_ctx() -> tuple[int | None, str]:
-    try:
-        ctx = serve.get_replica_context()
-        rank = getattr(ctx.rank, "rank", ctx.rank)
-        return rank, ctx.replica_id.unique_id
-    except Exception:  # not inside a Serve replica
-        return None, f"pid-{os.getpid()}"
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
 
 
-class _PDReplica:
+class _PDReplica(EngineReplica):
     role = "prefill"
 
     async def _start(self, engine_config: EngineConfig | dict, pd: PDConfig | dict, rank_offset: int) -> None:
         self.config = EngineConfig.model_validate(engine_config)
         self.pd = PDConfig.model_validate(pd)
-        self.rank, self.replica_id = _replica_ctx()
+        self.rank, self.replica_id = replica_context()
         self.metrics = EngineMetrics(self.config.name)
         device = self.config.resolved_device(_platform_is_gpu())
         if self.pd.transport == "nixl":  # each engine listens on a side-channel port of its own
@@ -109,34 +99,17 @@ class _PDReplica:
         )
         logger.info("%s ready: %s", type(self).__name__, self.model_info())
 
-    async def abort(self, request_id: str) -> None:
-        await self.engine.abort(request_id)
+    def info_extra(self) -> dict:
+        return {"role": self.role, "transport": self.pd.transport}
 
-    async def reset_prefix_cache(self) -> None:
-        await self.engine.reset_prefix_cache()
+    def stats_extra(self) -> dict:
+        return {"role": self.role}
 
-    def model_info(self) -> dict:
-        e = self.engine
-        return {
-            "name": self.config.name, "role": self.role, "max_model_len": e.max_model_len, "block_size": e.block_size,
-            "num_blocks": e.num_blocks, "device": e.device, "cpu_bind": e.cpu_bind, "startup_s": e.startup_s,
-            "rank": self.rank, "transport": self.pd.transport,
-        }
-
-    def stats(self) -> dict:
-        return {**self.engine.stats().as_dict(), "rank": self.rank, "role": self.role}
-
-    def record_routing_stats(self) -> dict:
-        return self.stats()
-
-    async def check_health(self) -> None:
-        await self.engine.check_health()
-
-    def __del__(self):
-        for part in ("engine", "shm"):
-            obj = getattr(self, part, None)
+    def release(self) -> None:
+        shm_dir = getattr(self, "shm", None)
+        if shm_dir is not None:
             try:
-                obj and (obj.shutdown() if part == "engine" else obj.remove())
+                shm_dir.remove()
             except Exception:
                 pass
 

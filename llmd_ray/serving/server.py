@@ -11,27 +11,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
-
-from ray import serve
 
 from llmd_ray.autoscaling.demand import DemandRecorder
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.engine import Engine
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest
 from llmd_ray.serving.metrics import EngineMetrics
+from llmd_ray.serving.replica import EngineReplica, replica_context
 
 logger = logging.getLogger("ray.serve")  # Serve captures this logger into replica logs
-
-
-def _replica_id() -> str:
-    try:
-        return serve.get_replica_context().replica_id.unique_id
-    except Exception:  # not inside a Serve replica
-        return f"pid-{os.getpid()}"
 
 
 def kv_events_endpoints() -> dict[str, str]:
@@ -65,20 +56,12 @@ def kv_events_engine_args(endpoints: dict[str, str], replica_id: str) -> dict[st
     }
 
 
-def _replica_rank() -> int | None:
-    try:
-        rank = serve.get_replica_context().rank
-    except Exception:  # not inside a Serve replica
-        return None
-    return getattr(rank, "rank", rank)
-
-
-class LLMServer:
+class LLMServer(EngineReplica):
     """One engine per replica. Methods are called through a DeploymentHandle."""
 
     async def __init__(self, engine_config: EngineConfig | dict, kv_index: Any = None):
         self.config = EngineConfig.model_validate(engine_config)
-        self.rank = _replica_rank()
+        self.rank = replica_context()[0]
         self.metrics = EngineMetrics(self.config.name)
         self.demand = DemandRecorder()  # per-shape arrivals for the variant autoscaler
         self.kv_events = kv_events_endpoints() if self.config.kv_events else None
@@ -100,7 +83,7 @@ class LLMServer:
     @functools.cached_property
     def replica_id(self) -> str:
         """This Serve replica's unique id (subclasses with their own ``__init__`` get it too)."""
-        return _replica_id()
+        return replica_context()[1]
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
         """Stream output deltas (one final chunk when ``request.stream`` is false).
@@ -116,37 +99,8 @@ class LLMServer:
             chunk.replica = self.replica_id
             yield chunk
 
-    async def abort(self, request_id: str) -> None:
-        await self.engine.abort(request_id)
-
-    async def reset_prefix_cache(self) -> None:
-        await self.engine.reset_prefix_cache()
-
-    def model_info(self) -> dict:
-        e = self.engine
-        return {
-            "name": self.config.name,
-            "max_model_len": e.max_model_len,
-            "block_size": e.block_size,
-            "num_blocks": e.num_blocks,
-            "device": e.device,
-            "cpu_bind": e.cpu_bind,
-            "startup_s": e.startup_s,
-            "rank": self.rank,
-        }
-
-    def stats(self) -> dict:
-        out = {**self.engine.stats().as_dict(), "rank": self.rank}
-        if self.kv_events:
-            out["kv_events"] = self.kv_events
-        return out
-
-    async def check_health(self) -> None:
-        await self.engine.check_health()
-
-    def record_routing_stats(self) -> dict:
-        """Read by request routers (``RunningReplica.routing_stats``)."""
-        return self.stats()
+    def stats_extra(self) -> dict:
+        return {"kv_events": self.kv_events} if self.kv_events else {}
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Read by autoscaling policies (``AutoscalingContext``)."""
@@ -158,11 +112,3 @@ class LLMServer:
             "prefix_cache_hit_rate": s.prefix_cache_hit_rate,
             **self.demand.metrics(),  # cumulative per-shape counters (llmd_ray.autoscaling.demand)
         }
-
-    def __del__(self):
-        engine = getattr(self, "engine", None)
-        if engine is not None:
-            try:
-                engine.shutdown()
-            except Exception:
-                pass
