@@ -19,10 +19,8 @@ Python API (through ``serve.get_app_handle(name)``)::
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import traceback
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -47,10 +45,10 @@ from llmd_ray.errors import (
     LLMDRayError,
     PromptTooLongError,
     RateLimitError,
-    RequestTooLargeError,
 )
 from llmd_ray.serving.auth import AuthConfig, KeyStore, Principal
 from llmd_ray.serving.dispatch import ingress_dispatcher
+from llmd_ray.serving.http_util import as_llmd_error, error_response, read_json_body
 from llmd_ray.serving.flow_control import FlowControlConfig, FlowController, Permit, StatsPoller
 from llmd_ray.serving.openai_format import SSE_DONE, ResponseBuilder, sse
 from llmd_ray.serving.protocol import (
@@ -115,43 +113,6 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     message, param = format_validation_error(list(exc.errors()))
     return error_response(InvalidRequestError(message, param=param))
-
-
-def error_response(err: LLMDRayError) -> JSONResponse:
-    return JSONResponse(err.to_openai(), status_code=err.status_code, headers=err.headers())
-
-
-def as_llmd_error(exc: BaseException) -> LLMDRayError:
-    """Any failure as an error with a status: ours keep theirs, Ray's become 503."""
-    if isinstance(exc, LLMDRayError):
-        return exc
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, LLMDRayError):
-        return cause
-    if type(exc).__module__.startswith("ray"):
-        return EngineError(f"serving replica failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-    # The message may quote request text: log the type and the stack only.
-    logger.error("unexpected error %s\n%s", type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
-    return LLMDRayError(f"internal error: {type(exc).__name__}")
-
-
-async def read_json_body(request: Request, limit: int) -> dict:
-    """The request body as a JSON object, read under a byte limit."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLargeError(f"request body is {declared} bytes; the limit is {limit}", param="body")
-    buf = bytearray()
-    async for part in request.stream():
-        buf += part
-        if len(buf) > limit:
-            raise RequestTooLargeError(f"request body exceeds the limit of {limit} bytes", param="body")
-    try:
-        data = json.loads(buf)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise InvalidRequestError(f"malformed JSON body: {str(e)[:200]}", param="body") from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError("request body must be a JSON object", param="body")
-    return data
 
 
 @dataclass(slots=True)
