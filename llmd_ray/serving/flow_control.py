@@ -9,6 +9,11 @@ refuses it:
   kv_cache_threshold``, llm-d's saturation detector); nothing is released
   while it is, sheddable requests get 429 + Retry-After at once, and those
   already queued are shed when it starts;
+* while no replica's stats are fresh (the poller lags, or replicas too busy to
+  answer), saturation is unknown: the gate then releases at most
+  ``blind_per_replica`` requests per replica it last knew of (the engines'
+  ``max_num_seqs``, set by the ingress), so an overloaded pool is never fed
+  blind; queued requests wait as usual;
 * a queued request waits at most its class's ``max_queue_wait_s``, then gets
   503 (429 if sheddable), with Retry-After;
 * the queue (:class:`FairQueue`) is ordered by priority, then fair share
@@ -54,7 +59,13 @@ class FlowControlConfig(BaseModel):
     )
     stats_period_s: float = Field(default=0.25, gt=0, description="How often replica stats are polled.")
     stats_max_age_s: float = Field(
-        default=2.0, gt=0, description="Older replica stats are ignored; with none fresh the pool counts as unsaturated."
+        default=2.0, gt=0,
+        description="Older replica stats are ignored; with none fresh, saturation is unknown and in-flight requests "
+        "are bounded by blind_per_replica x the replicas last seen.",
+    )
+    blind_per_replica: int | None = Field(
+        default=None, ge=1,
+        description="In flight per replica while no stats are fresh; None: the engine's max_num_seqs (set by the ingress).",
     )
     stats_fanout: int = Field(default=4, ge=1, description="Concurrent `stats` calls per poll (they land on random replicas).")
     retry_after_s: float = Field(default=2.0, gt=0, description="Retry-After sent with a shed (429) or timed-out (503) request.")
@@ -70,9 +81,13 @@ class ReplicaLoad:
     received_at: float
 
 
+def fresh_loads(loads: Iterable[ReplicaLoad], cfg: FlowControlConfig, now: float) -> list[ReplicaLoad]:
+    return [r for r in loads if now - r.received_at <= cfg.stats_max_age_s]
+
+
 def pool_saturated(loads: Iterable[ReplicaLoad], cfg: FlowControlConfig, now: float) -> bool:
-    """True when no replica with fresh stats has headroom; False when none has fresh stats (fail open)."""
-    fresh = [r for r in loads if now - r.received_at <= cfg.stats_max_age_s]
+    """True when no replica with fresh stats has headroom; False when none has fresh stats (then see ``blind``)."""
+    fresh = fresh_loads(loads, cfg, now)
     if not fresh:
         return False
     return all(r.num_waiting >= cfg.queue_depth_threshold or r.kv_cache_usage >= cfg.kv_cache_threshold for r in fresh)
@@ -124,7 +139,18 @@ class FlowController:
         self.queue = FairQueue()
         self.inflight = 0
         self.saturated = False
+        self.blind = False  # no fresh replica stats: admission bounded by blind_limit
+        self.replicas_known = 0
+        self.blind_per_replica = config.blind_per_replica
         self._seq = 0
+
+    @property
+    def limit(self) -> int:
+        """Requests that may be in flight now: max_inflight, or the blind bound while stats are stale."""
+        cap = self.config.max_inflight
+        if self.blind and self.blind_per_replica is not None:
+            cap = min(cap, max(1, self.replicas_known) * self.blind_per_replica)
+        return cap
 
     # ------------------------------------------------------------ admission
     async def acquire(self, qos: str, tenant: str = "-") -> Permit:
@@ -182,8 +208,8 @@ class FlowController:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        cfg = self.config
-        while self.queue and not self.saturated and self.inflight < cfg.max_inflight:
+        limit = self.limit
+        while self.queue and not self.saturated and self.inflight < limit:
             w = self.queue.pop()
             self.inflight += 1
             w.admitted_at = self.clock()
@@ -197,7 +223,12 @@ class FlowController:
     # ---------------------------------------------------------- saturation
     def update_loads(self, loads: Iterable[ReplicaLoad], now: float | None = None) -> None:
         """Re-evaluate saturation from replica stats; shed queued sheddable requests when it starts."""
-        was, self.saturated = self.saturated, pool_saturated(loads, self.config, self.clock() if now is None else now)
+        loads, now = list(loads), self.clock() if now is None else now
+        was, self.saturated = self.saturated, pool_saturated(loads, self.config, now)
+        was_blind, self.replicas_known = self.blind, len(loads)
+        self.blind = not fresh_loads(loads, self.config, now)
+        if self.blind and not was_blind:
+            logger.warning("flow control: no fresh replica stats; holding in-flight requests to %d", self.limit)
         if self.saturated and not was:
             logger.info("flow control: replicas saturated; holding requests, shedding sheddable ones")
         if self.saturated and self.config.enabled:
@@ -207,7 +238,8 @@ class FlowController:
 
     def status(self) -> dict:
         return {"enabled": self.config.enabled, "inflight": self.inflight, "saturated": self.saturated,
-                "queued": self.queue.depth_by_class(), "max_inflight": self.config.max_inflight}
+                "blind": self.blind, "queued": self.queue.depth_by_class(), "max_inflight": self.config.max_inflight,
+                "limit": self.limit}
 
 
 class StatsPoller:
@@ -251,6 +283,6 @@ class StatsPoller:
                 await self.poll_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # never let the poller die; stale stats fail open
+            except Exception:  # never let the poller die; stale stats bound admission (blind)
                 logger.exception("flow control: stats poll failed")
             await asyncio.sleep(self.controller.config.stats_period_s)

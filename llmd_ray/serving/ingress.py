@@ -151,6 +151,8 @@ class OpenAIIngress:
             raise ConfigError(f"auth: qos_class {sorted(unknown)} not among the QoS classes {sorted(self.qos.classes)}")
         self.metrics = QoSMetrics(self.qos.classes, self.model_name)
         self.flow = FlowController(self.config.flow_control, self.qos.classes, self.metrics)
+        if self.flow.blind_per_replica is None:  # stale stats: never more in flight than the engines batch
+            self.flow.blind_per_replica = self.engine_config.max_num_seqs
         self.poller = StatsPoller(lambda: self.variants.stats_handle().stats.remote(), self.flow)
         if self.config.flow_control.enabled:
             self.poller.start()

@@ -224,3 +224,23 @@ def test_pure_modules_import_no_ray():
     code = ("import sys; import llmd_ray.serving.flow_control, llmd_ray.serving.qos, llmd_ray.serving.auth; "
             "assert 'ray' not in sys.modules and 'vllm' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_stale_stats_bound_admission_to_what_the_engines_batch():
+    """No fresh stats: saturation is unknown, so at most blind_per_replica x replicas are in flight."""
+    now = [100.0]
+    fc = FlowController(CFG.model_copy(update={"max_inflight": 50, "blind_per_replica": 2}), CLASSES, clock=lambda: now[0])
+    fc.update_loads([ReplicaLoad("a", 0, 0.0, 100.0), ReplicaLoad("b", 0, 0.0, 100.0)])
+    assert not fc.blind and fc.limit == 50
+    now[0] += CFG.stats_max_age_s + 1  # both replicas' stats are now stale
+    fc.update_loads([ReplicaLoad("a", 0, 0.0, 100.0), ReplicaLoad("b", 0, 0.0, 100.0)])
+    assert fc.blind and fc.limit == 4 and not fc.saturated
+    permits = [await fc.acquire("standard") for _ in range(4)]
+    waiting = asyncio.create_task(fc.acquire("interactive"))
+    await asyncio.sleep(0.01)
+    assert fc.inflight == 4 and not waiting.done() and fc.status()["queued"]["interactive"] == 1
+    fc.update_loads([ReplicaLoad("a", 0, 0.0, now[0])])  # fresh again: the full limit returns
+    permits.append(await asyncio.wait_for(waiting, 1))
+    assert not fc.blind and fc.inflight == 5
+    for p in permits:
+        p.release()
