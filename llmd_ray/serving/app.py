@@ -163,15 +163,26 @@ def _server(cls: type, a: AppArgs, v: VariantArgs | None = None):
         scale = {"autoscaling_config": v.autoscaling.serve_config()}
     else:
         scale = {"num_replicas": v.num_replicas}
+    return engine_deployment(cls, "LLMServer" if v is None else deployment_name(v.name), scale,
+                             pick("max_ongoing_requests", a.max_ongoing_requests), actor, a.router)
+
+
+def engine_deployment(cls: type, name: str, scale: dict[str, Any], max_ongoing_requests: int,
+                      actor: dict[str, Any], router: RouterArgs):
+    """A deployment of engine replicas (LLMServer, a variant, PrefillServer, DecodeServer): the options they share.
+
+    ``scale`` is ``{"num_replicas": n}`` or ``{"autoscaling_config": ...}``. The health check allows an engine
+    step of up to 30 s; a replica being stopped gets 20 s to finish its streams.
+    """
     return serve.deployment(cls).options(
-        name="LLMServer" if v is None else deployment_name(v.name),
+        name=name,
         **scale,
-        max_ongoing_requests=pick("max_ongoing_requests", a.max_ongoing_requests),
+        max_ongoing_requests=max_ongoing_requests,
         ray_actor_options=actor,
         health_check_period_s=10,
         health_check_timeout_s=30,
         graceful_shutdown_timeout_s=20,
-        request_router_config=request_router_config(a.router),
+        request_router_config=request_router_config(router),
     )
 
 

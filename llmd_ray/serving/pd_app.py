@@ -15,12 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from ray import serve
 from ray.serve import Application
 
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.kv.config import PDConfig
-from llmd_ray.serving.app import RouterArgs, request_router_config
+from llmd_ray.serving.app import RouterArgs, engine_deployment
 from llmd_ray.serving.ingress import IngressConfig, OpenAIIngress
 from llmd_ray.serving.pd import DecodeServer, PrefillServer
 
@@ -79,16 +78,8 @@ class PDAppArgs(BaseModel):
 
 def _deployment(cls, name: str, role: RoleArgs, role_name: str):
     router = role.router or RouterArgs(config=role_router_config(role_name))
-    return serve.deployment(cls).options(
-        name=name,
-        num_replicas=role.num_replicas,
-        max_ongoing_requests=role.max_ongoing_requests,
-        ray_actor_options={"num_cpus": role.replica_num_cpus, "num_gpus": role.replica_num_gpus},
-        health_check_period_s=10,
-        health_check_timeout_s=30,
-        graceful_shutdown_timeout_s=20,
-        request_router_config=request_router_config(router),
-    )
+    return engine_deployment(cls, name, {"num_replicas": role.num_replicas}, role.max_ongoing_requests,
+                             {"num_cpus": role.replica_num_cpus, "num_gpus": role.replica_num_gpus}, router)
 
 
 def build_pd_app(args: dict[str, Any] | PDAppArgs | None = None) -> Application:
