@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmd_ray.serving.periodic import PeriodicPoll
 from llmd_ray.serving.retry import RetryingStream
 from llmd_ray.serving.variants import VariantLoad, choose_variant, stranded
 
@@ -56,7 +57,7 @@ def serve_running_replicas(app: str, deployments: Mapping[str, str]) -> dict[str
     return out
 
 
-class VariantDispatcher:
+class VariantDispatcher(PeriodicPoll):
     """Per-variant handles, outstanding requests and running replicas; picks a variant per request."""
 
     def __init__(self, handles: Mapping[str, Any], fetch: Callable[[], Mapping[str, int]] | None = None,
@@ -75,7 +76,6 @@ class VariantDispatcher:
         self.redispatched = 0
         self.poll_failures = 0
         self._rr = 0
-        self._task: asyncio.Task | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -83,13 +83,12 @@ class VariantDispatcher:
     # ------------------------------------------------------------ replica counts
     def start(self) -> None:
         """Start polling running replicas (only with several variants and a fetch function)."""
-        if self._task is None and self.fetch is not None and len(self) > 1:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self.fetch is not None and len(self) > 1:
+            super().start()
 
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+    @property
+    def poll_period_s(self) -> float:
+        return self.poll_s
 
     async def poll_once(self) -> None:
         counts = await asyncio.to_thread(self.fetch)
@@ -97,18 +96,11 @@ class VariantDispatcher:
             if name in counts:
                 self.running[i] = int(counts[name])
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.poll_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # keep the last counts; a new poll follows
-                self.poll_failures += 1
-                if self.poll_failures in (1, 10, 100):
-                    logger.warning("variant dispatch: replica-count poll failed (%s), %d so far",
-                                   type(e).__name__, self.poll_failures)
-            await asyncio.sleep(self.poll_s)
+    def poll_failed(self, exc: Exception) -> None:  # keep the last counts; a new poll follows
+        self.poll_failures += 1
+        if self.poll_failures in (1, 10, 100):
+            logger.warning("variant dispatch: replica-count poll failed (%s), %d so far",
+                           type(exc).__name__, self.poll_failures)
 
     # ----------------------------------------------------------------- choice
     def loads(self) -> list[VariantLoad]:

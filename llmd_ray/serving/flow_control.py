@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmd_ray.errors import RequestShedError, ServiceOverloadedError
 from llmd_ray.serving.flow_control_queue import FairQueue, Waiter
+from llmd_ray.serving.periodic import PeriodicPoll
 from llmd_ray.serving.qos import QoSClass
 
 logger = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ class FlowController:
                 "limit": self.limit}
 
 
-class StatsPoller:
+class StatsPoller(PeriodicPoll):
     """Polls replica stats every ``stats_period_s`` and feeds :meth:`FlowController.update_loads`."""
 
     def __init__(self, fetch: Callable[[], Awaitable[dict]], controller: FlowController,
@@ -252,16 +253,10 @@ class StatsPoller:
         self.clock = clock
         self.loads: dict[str, ReplicaLoad] = {}
         self.failures = 0
-        self._task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+    @property
+    def poll_period_s(self) -> float:
+        return self.controller.config.stats_period_s
 
     async def poll_once(self) -> None:
         cfg = self.controller.config
@@ -277,12 +272,5 @@ class StatsPoller:
             del self.loads[key]  # replicas gone for good
         self.controller.update_loads(self.loads.values(), now)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.poll_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # never let the poller die; stale stats bound admission (blind)
-                logger.exception("flow control: stats poll failed")
-            await asyncio.sleep(self.controller.config.stats_period_s)
+    def poll_failed(self, exc: Exception) -> None:  # stale stats bound admission (blind)
+        logger.error("flow control: stats poll failed", exc_info=exc)
