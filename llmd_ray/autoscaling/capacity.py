@@ -20,9 +20,34 @@ Models (``u`` is the queueing headroom, ``utilization_cap``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 
 from llmd_ray.autoscaling.perf import Profile
+
+_PROFILE_FIELDS = ("itl_alpha_ms", "itl_beta_ms", "itl_gamma_ms", "prefill_delta_ms", "prefill_epsilon_ms",
+                   "max_num_seqs", "max_num_batched_tokens", "kv_cache_tokens")
+
+
+@dataclass(slots=True)
+class StackedProfiles:
+    """Several profiles' numbers as (n, 1) columns: the capacity formulas broadcast over them."""
+
+    itl_alpha_ms: np.ndarray
+    itl_beta_ms: np.ndarray
+    itl_gamma_ms: np.ndarray
+    prefill_delta_ms: np.ndarray
+    prefill_epsilon_ms: np.ndarray
+    max_num_seqs: np.ndarray
+    max_num_batched_tokens: np.ndarray
+    kv_cache_tokens: np.ndarray
+
+
+def stack_profiles(profiles: Sequence[Profile]) -> StackedProfiles:
+    """Several profiles as one: ``aggregated_capacity`` on (n, K) inputs then sizes n variants at once."""
+    return StackedProfiles(*(np.array([[getattr(p, f)] for p in profiles], dtype=float) for f in _PROFILE_FIELDS))
 
 
 def _kv_batch(p: Profile, inp, out):

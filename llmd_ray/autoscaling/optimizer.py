@@ -15,28 +15,35 @@ cannot serve the demand (status ``best_effort``).
                min_v <= n_v <= max_v;  sum_{v on acc a} k_v n_v <= budget_a   (limited mode)
                ratio_min n_D <= n_P <= ratio_max n_D                (optional, per P/D group)
 
-Solved with HiGHS through ``scipy.optimize.milp`` (deterministic for equal input).
+Built with numpy/scipy.sparse and solved exactly (``mip_rel_gap`` 0) by ``milp.solve``: HiGHS through
+``scipy.optimize.milp`` after LP reduced-cost fixing (deterministic for equal input).
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 
-from llmd_ray.autoscaling.capacity import aggregated_capacity, decode_capacity, prefill_capacity
+from llmd_ray.autoscaling.capacity import aggregated_capacity, decode_capacity, prefill_capacity, stack_profiles
 from llmd_ray.autoscaling.config import AutoscalerConfig, VariantSpec
 from llmd_ray.autoscaling.demand import DemandItem
+from llmd_ray.autoscaling.milp import Model
+from llmd_ray.autoscaling.milp import solve as solve_milp
 from llmd_ray.autoscaling.perf import Profile
 
-# One thread: the policy runs inside the Serve controller, and HiGHS's worker threads
-# spin on a loaded machine (measured here: 300+ ms per tiny solve with them, a few ms without).
-_HIGHS_OPTIONS = {"presolve": True, "threads": 1, "mip_rel_gap": 1e-4}
+@dataclass(slots=True)
+class _Built:
+    model: Model
+    nx: int  # flow columns x_rk
+    cost: np.ndarray  # per-variant hourly price
+    nlo: np.ndarray  # count lower bounds (after ``fixed``)
+    load: csr_matrix  # (V x nx) replicas of each variant one req/s of each flow column takes
+    pair_route: np.ndarray  # flow column -> route index
+    budget_accs: set[str]
 
 
 @dataclass(slots=True)
@@ -99,24 +106,31 @@ class Optimizer:
         unc = np.array([d.uncached_tokens for d in demand], dtype=float)
         ttft = np.array([self.classes[d.cls].ttft_ms for d in demand], dtype=float)
         itl = np.array([self.classes[d.cls].itl_ms for d in demand], dtype=float)
+        cls = np.array([list(self.classes).index(d.cls) for d in demand], dtype=int)
         cap = np.zeros((len(self.routes), len(demand), 2))
+        agg = sorted({r.variants[0] for r in self.routes if r.kind == "aggregated"})
+        rows: dict[int, np.ndarray] = {}
+        if agg:  # every aggregated variant in one vectorised bisection (elementwise: same numbers as one by one)
+            K = len(demand)
+            p = stack_profiles([self.profiles[i] for i in agg])
+            own = aggregated_capacity(p, *(np.broadcast_to(a, (len(agg), K)) for a in (inp, out, unc, ttft, itl)), u)
+            # Requests of every class it serves share its steps: all must meet the strictest
+            # targets among those classes (a long prefill stalls an interactive decode).
+            served = own > 0
+            mixed = np.array([len(set(cls[s])) > 1 for s in served], dtype=bool)
+            if mixed.any():
+                s = served[mixed]
+                t_strict = np.where(s, np.where(s, ttft, np.inf).min(axis=1, keepdims=True), ttft)
+                i_strict = np.where(s, np.where(s, itl, np.inf).min(axis=1, keepdims=True), itl)
+                q = stack_profiles([self.profiles[i] for i, m in zip(agg, mixed) if m])
+                strict = aggregated_capacity(q, *(np.broadcast_to(a, s.shape) for a in (inp, out, unc)),
+                                             t_strict, i_strict, u)
+                own[mixed] = np.where(s, strict, 0.0)
+            rows = dict(zip(agg, own))
         cache: dict[tuple, np.ndarray] = {}
-        cls = np.array([d.cls for d in demand])
         for r, route in enumerate(self.routes):
             if route.kind == "aggregated":
-                (i,) = route.variants
-                if ("a", i) not in cache:
-                    own = aggregated_capacity(self.profiles[i], inp, out, unc, ttft, itl, u)
-                    # Requests of every class it serves share its steps: all must meet the strictest
-                    # targets among those classes (a long prefill stalls an interactive decode).
-                    served = own > 0
-                    if served.any() and len(set(cls[served])) > 1:
-                        t_strict = np.where(served, ttft[served].min(), ttft)
-                        i_strict = np.where(served, itl[served].min(), itl)
-                        own = np.where(served, aggregated_capacity(self.profiles[i], inp, out, unc, t_strict,
-                                                                   i_strict, u), 0.0)
-                    cache["a", i] = own
-                cap[r, :, 0] = cache["a", i]
+                cap[r, :, 0] = rows[route.variants[0]]
             else:
                 i, j = route.variants
                 handoff = self.variants[j].kv_transfer_ms
@@ -130,101 +144,28 @@ class Optimizer:
     # --------------------------------------------------------------- solve
     def solve(self, demand: Sequence[DemandItem], *, fixed: Mapping[str, int] | None = None,
               routes: Sequence[int] | None = None, explain: bool = True,
-              current: Mapping[str, int] | None = None) -> Plan:
+              current: Mapping[str, int] | None = None, fixing: bool | None = None) -> Plan:
         """The cheapest plan; ``fixed`` pins some counts (feasibility checks), ``routes`` restricts routes.
 
         With ``current``, each replica added or removed costs ``switch_cost`` x its hourly price in the
-        objective, so near-ties between mixes do not flip the fleet back and forth.
+        objective, so near-ties between mixes do not flip the fleet back and forth; the current counts
+        also seed the solver's upper bound. ``fixing``: force (True) or skip (False) the reduced-cost
+        fixing of ``milp.solve`` (default: by model size); the optimum is the same either way.
         """
         t0 = time.perf_counter()
         V, K = len(self.variants), len(demand)
-        allowed = list(range(len(self.routes))) if routes is None else list(routes)
         cap = self.capacities(demand) if K else np.zeros((len(self.routes), 0, 2))
-        pairs = [(r, k) for r in allowed for k in range(K) if cap[r, k, 0] > 0 and (
-            self.routes[r].kind == "aggregated" or cap[r, k, 1] > 0)]
-        nx = len(pairs)
-        sw = self.config.switch_cost if current is not None and fixed is None else 0.0
-        nsw = V if sw else 0
-        nvar = V + nx + K + nsw
-        cost = np.array([v.cost_per_hour for v in self.variants], dtype=float)
-        # Unserved demand costs more than serving it on the dearest route would.
-        per_req = [cost[list(self.routes[r].variants)] / np.maximum(cap[r, k, :len(self.routes[r].variants)], 1e-9)
-                   for r, k in pairs]
-        big = 10.0 * (max((float(p.sum()) for p in per_req), default=0.0) + float(cost.max(initial=1.0)) + 1.0)
-        c = np.concatenate([cost, np.zeros(nx), np.full(K, big), sw * cost[:nsw]])
-        rows, cols, vals, lo, hi = [], [], [], [], []
-        row = 0
-        for k in range(K):  # demand rows
-            for xi, (r, kk) in enumerate(pairs):
-                if kk == k:
-                    rows.append(row); cols.append(V + xi); vals.append(1.0)
-            rows.append(row); cols.append(V + nx + k); vals.append(1.0)
-            lo.append(demand[k].rate); hi.append(demand[k].rate)
-            row += 1
-        for v in range(V):  # capacity rows: load (in replicas) - n_v <= 0
-            entries = []
-            for xi, (r, k) in enumerate(pairs):
-                for slot, vi in enumerate(self.routes[r].variants):
-                    if vi == v:
-                        entries.append((V + xi, 1.0 / cap[r, k, slot]))
-            if not entries:
-                continue
-            for col, val in entries:
-                rows.append(row); cols.append(col); vals.append(val)
-            rows.append(row); cols.append(v); vals.append(-1.0)
-            lo.append(-np.inf); hi.append(0.0)
-            row += 1
-        budget_rows: dict[str, int] = {}
-        if self.config.budget:
-            for acc, units in self.config.budget.accelerators.items():
-                members = [v for v in range(V) if self.variants[v].accelerator == acc]
-                if not members:
-                    continue
-                for v in members:
-                    rows.append(row); cols.append(v); vals.append(float(self.variants[v].accelerators_per_replica))
-                lo.append(-np.inf); hi.append(float(units))
-                budget_rows[acc] = row
-                row += 1
-        for lo_r, sign in ((self.config.pd_ratio_min, 1), (self.config.pd_ratio_max, -1)):
-            if lo_r is None:
-                continue
-            for group in sorted({v.pd_group for v in self.variants if v.role != "aggregated"}):
-                P = [v for v in range(V) if self.variants[v].role == "prefill" and self.variants[v].pd_group == group]
-                D = [v for v in range(V) if self.variants[v].role == "decode" and self.variants[v].pd_group == group]
-                if not P or not D:
-                    continue
-                for v in P:
-                    rows.append(row); cols.append(v); vals.append(float(sign))
-                for v in D:
-                    rows.append(row); cols.append(v); vals.append(-sign * lo_r)
-                lo.append(0.0); hi.append(np.inf)
-                row += 1
-        for v in range(nsw):  # d_v >= |n_v - current_v|
-            cur = float(current.get(self.variants[v].name, 0))
-            for sign in (1.0, -1.0):
-                rows += [row, row]; cols += [V + nx + K + v, v]; vals += [1.0, -sign]
-                lo.append(-sign * cur); hi.append(np.inf)
-                row += 1
-        nlo = np.array([v.min_replicas for v in self.variants], dtype=float)
-        nhi = np.array([v.max_replicas for v in self.variants], dtype=float)
-        for name, n in (fixed or {}).items():
-            i = self._index(name)
-            nlo[i] = nhi[i] = n
-        lb = np.concatenate([nlo, np.zeros(nx + K + nsw)])
-        ub = np.concatenate([nhi, np.full(nx + K + nsw, np.inf)])
-        integrality = np.concatenate([np.ones(V), np.zeros(nx + K + nsw)])
-        A = coo_matrix((vals, (rows, cols)), shape=(row, nvar)).tocsr()
-        with warnings.catch_warnings():  # HiGHS options scipy does not list are passed verbatim, with a warning
-            warnings.simplefilter("ignore", RuntimeWarning)
-            res = milp(c, constraints=[LinearConstraint(A, lo, hi)] if row else None, integrality=integrality,
-                       bounds=Bounds(lb, ub), options=dict(_HIGHS_OPTIONS))
-        if res.x is None:
+        b = self._model(demand, cap, fixed, routes, current)
+        nx, cost, nlo = b.nx, b.cost, b.nlo
+        seeds = [np.array([current.get(v.name, 0) for v in self.variants], dtype=float)] if current else []
+        sol = solve_milp(b.model, seeds, fixing)
+        if sol.x is None:
             counts = {v.name: int(nlo[i]) for i, v in enumerate(self.variants)}
             plan = Plan(counts, float(cost @ nlo), "infeasible_bounds",
-                        f"no plan satisfies the bounds/budget/ratios ({res.message}); holding the minimums")
+                        f"no plan satisfies the bounds/budget/ratios ({sol.message}); holding the minimums")
             plan.solve_ms = (time.perf_counter() - t0) * 1000
             return plan
-        x = res.x
+        x = sol.x
         n = np.round(x[:V]).astype(int)
         counts = {v.name: int(n[i]) for i, v in enumerate(self.variants)}
         unserved = float(x[V + nx:V + nx + K].sum())
@@ -239,24 +180,110 @@ class Optimizer:
                             f"{total:.2f} req/s unserved (classes: {', '.join(short)})")
         else:
             plan.message = f"serves {total:.2f} req/s within SLO"
-        load = np.zeros(V)
-        for xi, (r, k) in enumerate(pairs):
-            xr = x[V + xi]
-            plan.routes[self.routes[r].name] = plan.routes.get(self.routes[r].name, 0.0) + float(xr)
-            for slot, vi in enumerate(self.routes[r].variants):
-                load[vi] += xr / cap[r, k, slot]
+        load = b.load @ x[V:V + nx]
+        for r, xr in zip(b.pair_route.tolist(), x[V:V + nx]):
+            name = self.routes[r].name
+            plan.routes[name] = plan.routes.get(name, 0.0) + float(xr)
         for i, v in enumerate(self.variants):
             plan.utilization[v.name] = float(load[i] / n[i]) if n[i] else 0.0
-            plan.binding[v.name] = self._binding(i, int(n[i]), load[i], budget_rows, n)
+            plan.binding[v.name] = self._binding(i, int(n[i]), load[i], b.budget_accs, n)
         if explain and K and fixed is None and routes is None:
             plan.alternatives = self.alternatives(demand)
         plan.solve_ms = (time.perf_counter() - t0) * 1000
         return plan
 
-    def _binding(self, i: int, n: int, load: float, budget_rows: dict[str, int], counts: np.ndarray) -> str:
+    def _model(self, demand: Sequence[DemandItem], cap: np.ndarray, fixed: Mapping[str, int] | None,
+               routes: Sequence[int] | None, current: Mapping[str, int] | None) -> _Built:
+        """The MILP as sparse matrices (columns: n_v, x_rk, s_k, switch d_v), built with numpy."""
+        V, K = len(self.variants), len(demand)
+        allowed = np.arange(len(self.routes)) if routes is None else np.asarray(list(routes), dtype=int)
+        slots = np.array([[len(r.variants) for r in self.routes]], dtype=int).reshape(-1)[allowed]
+        var = np.array([list(r.variants) + list(r.variants[:1]) * (2 - len(r.variants)) for r in self.routes],
+                       dtype=int).reshape(-1, 2)[allowed]  # (route, slot) -> variant; 1-slot routes repeat
+        c_all = cap[allowed]
+        ok = (c_all[:, :, 0] > 0) & ((slots == 1)[:, None] | (c_all[:, :, 1] > 0))
+        ri, ki = np.nonzero(ok)  # route-major, bucket-minor: the column order of x
+        nx = len(ri)
+        sw = self.config.switch_cost if current is not None and fixed is None else 0.0
+        nsw = V if sw else 0
+        nvar = V + nx + K + nsw
+        cost = np.array([v.cost_per_hour for v in self.variants], dtype=float)
+        c0, c1 = c_all[ri, ki, 0], c_all[ri, ki, 1]
+        two = slots[ri] == 2
+        # Unserved demand costs more than serving it on the dearest route would.
+        per_req = cost[var[ri, 0]] / np.maximum(c0, 1e-9) + np.where(two, cost[var[ri, 1]] / np.maximum(c1, 1e-9), 0.0)
+        big = 10.0 * (float(per_req.max(initial=0.0)) + float(cost.max(initial=1.0)) + 1.0)
+        c = np.concatenate([cost, np.zeros(nx), np.full(K, big), sw * cost[:nsw]])
+        xcol = V + np.arange(nx)
+        # load matrix (V x nx): replicas of variant v one req/s of column x uses
+        lv = np.concatenate([var[ri, 0], var[ri[two], 1]])
+        lx = np.concatenate([np.arange(nx), np.flatnonzero(two)])
+        lval = np.concatenate([1.0 / c0, 1.0 / c1[two]])
+        load = coo_matrix((lval, (lv, lx)), shape=(V, nx)).tocsr()
+        used = np.unique(lv)  # variants with a capacity row
+        r_parts = [ki, np.arange(K)]
+        c_parts = [xcol, V + nx + np.arange(K)]
+        v_parts = [np.ones(nx), np.ones(K)]
+        lo, hi = [np.array([d.rate for d in demand], dtype=float)], [np.array([d.rate for d in demand], dtype=float)]
+        cap_row = np.full(V, 0, dtype=int)
+        cap_row[used] = K + np.arange(len(used))
+        r_parts += [cap_row[lv], K + np.arange(len(used))]
+        c_parts += [V + lx, used]
+        v_parts += [lval, -np.ones(len(used))]
+        lo.append(np.full(len(used), -np.inf)); hi.append(np.zeros(len(used)))
+        row = K + len(used)
+        extra_r, extra_c, extra_v, extra_lo, extra_hi = [], [], [], [], []
+        budget_accs: set[str] = set()
+        if self.config.budget:
+            for acc, units in self.config.budget.accelerators.items():
+                members = [v for v in range(V) if self.variants[v].accelerator == acc]
+                if not members:
+                    continue
+                for v in members:
+                    extra_r.append(row); extra_c.append(v); extra_v.append(float(self.variants[v].accelerators_per_replica))
+                extra_lo.append(-np.inf); extra_hi.append(float(units))
+                budget_accs.add(acc)
+                row += 1
+        for ratio, sign in ((self.config.pd_ratio_min, 1), (self.config.pd_ratio_max, -1)):
+            if ratio is None:
+                continue
+            for group in sorted({v.pd_group for v in self.variants if v.role != "aggregated"}):
+                P = [v for v in range(V) if self.variants[v].role == "prefill" and self.variants[v].pd_group == group]
+                D = [v for v in range(V) if self.variants[v].role == "decode" and self.variants[v].pd_group == group]
+                if not P or not D:
+                    continue
+                for v in P:
+                    extra_r.append(row); extra_c.append(v); extra_v.append(float(sign))
+                for v in D:
+                    extra_r.append(row); extra_c.append(v); extra_v.append(-sign * ratio)
+                extra_lo.append(0.0); extra_hi.append(np.inf)
+                row += 1
+        for v in range(nsw):  # d_v >= |n_v - current_v|
+            cur = float(current.get(self.variants[v].name, 0))
+            for sign in (1.0, -1.0):
+                extra_r += [row, row]; extra_c += [V + nx + K + v, v]; extra_v += [1.0, -sign]
+                extra_lo.append(-sign * cur); extra_hi.append(np.inf)
+                row += 1
+        r_parts.append(np.array(extra_r, dtype=int)); c_parts.append(np.array(extra_c, dtype=int))
+        v_parts.append(np.array(extra_v, dtype=float))
+        lo.append(np.array(extra_lo, dtype=float)); hi.append(np.array(extra_hi, dtype=float))
+        A = coo_matrix((np.concatenate(v_parts), (np.concatenate(r_parts), np.concatenate(c_parts))),
+                       shape=(row, nvar)).tocsr()
+        nlo = np.array([v.min_replicas for v in self.variants], dtype=float)
+        nhi = np.array([v.max_replicas for v in self.variants], dtype=float)
+        for name, n in (fixed or {}).items():
+            i = self._index(name)
+            nlo[i] = nhi[i] = n
+        lb = np.concatenate([nlo, np.zeros(nx + K + nsw)])
+        ub = np.concatenate([nhi, np.full(nx + K + nsw, np.inf)])
+        uses = csr_matrix((np.ones(len(lv)), (lv, V + lx)), shape=(V, nvar))
+        model = Model(c, A, np.concatenate(lo), np.concatenate(hi), lb, ub, V, uses)
+        return _Built(model, nx, cost, nlo, load, allowed[ri], budget_accs)
+
+    def _binding(self, i: int, n: int, load: float, budget_accs: set[str], counts: np.ndarray) -> str:
         v = self.variants[i]
         acc = v.accelerator
-        if acc in budget_rows:
+        if acc in budget_accs:
             used = sum(int(counts[j]) * self.variants[j].accelerators_per_replica
                        for j in range(len(self.variants)) if self.variants[j].accelerator == acc)
             if used >= self.config.budget.accelerators[acc]:
