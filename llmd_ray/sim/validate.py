@@ -10,6 +10,7 @@ that config; routing uses the same scheduler config as the Serve router.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +23,31 @@ from llmd_ray.sim.workload import sim_jobs
 
 
 def simulate_bench(config: BenchConfig | dict | str | Path, profile: Profile | str, replicas: int = 2, *,
-                   router_config: dict | str | None = None, rate: float | None = None, seed: int = 0) -> dict:
+                   router_config: dict | str | None = None, rate: float | None = None, seed: int = 0,
+                   router: str = "llmd", kv_cache_tokens: int | None = None, ttft_overhead_s: float = 0.0) -> dict:
+    """``router``: ``llmd`` (the plugin Scheduler with ``router_config``) or ``pow2`` (Ray's default);
+    ``kv_cache_tokens`` overrides the profile's KV size (e.g. a serve config's ``num_kv_blocks``);
+    ``ttft_overhead_s`` is a fixed per-request delay before the engine (ingress, proxy, client) that the
+    simulator does not model, added to every request's arrival at the engine."""
     if isinstance(config, (str, Path)):
         config = load_config_file(config)
     cfg = config if isinstance(config, BenchConfig) else BenchConfig.model_validate(config)
     prof = load_profile(profile) if isinstance(profile, str) else profile
+    if kv_cache_tokens is not None:
+        prof = replace(prof, kv_cache_tokens=int(kv_cache_tokens))
     rate = rate if rate is not None else cfg.load.rate
     scaler = AutoscalerConfig.model_validate({"variants": [
         {"name": "v", "accelerator": prof.accelerator, "profile": prof.name, "cost_per_hour": 1.0,
          "min_replicas": replicas, "max_replicas": replicas}],
         "classes": [{"name": "default", "ttft_ms": 1e9, "itl_ms": 1e9}]})
     sim = Simulator(scaler, {prof.name: prof}, initial={"v": replicas}, router_config=router_config,
-                    block_size=prof.block_size, seed=seed)
-    jobs = sim_jobs(cfg, rate=rate)
+                    block_size=prof.block_size, seed=seed, router=router)
+    jobs = sim_jobs(cfg, rate=rate, time_offset=ttft_overhead_s)
     res = sim.run(jobs, until=max(j.arrival_s for j in jobs) + 3600)
     done = [r for r in res.requests if r.finished is not None and np.isfinite(r.finished)]
-    ttft = np.array([r.first_token - r.arrival for r in done])
+    ttft = np.array([r.first_token - r.arrival + ttft_overhead_s for r in done])
     tpot = np.array([(r.finished - r.first_token) / (r.output_tokens - 1) for r in done if r.output_tokens > 1])
-    start = min(r.arrival for r in done)
-    span = max(r.finished for r in done) - start
+    span = max(r.finished for r in done)  # as the harness: from the schedule's t = 0 to the last finish
     out_tokens = sum(r.output_tokens for r in done)
     return {
         "simulated": True, "replicas": replicas, "profile": prof.name, "requests": len(done),
@@ -49,4 +56,9 @@ def simulate_bench(config: BenchConfig | dict | str | Path, profile: Profile | s
         "output_tokens_per_s": out_tokens / span, "requests_per_s": len(done) / span,
         "cache_hit_rate": sum(r.cached for r in done) / max(1, sum(r.input_tokens for r in done)),
         "duration_s": span,
+        # per request, shaped like the harness's requests.jsonl rows
+        "records": [{"job": r.job.index if r.job is not None else r.id, "ok": True, "sent_s": r.arrival - ttft_overhead_s,
+                     "ttft_ms": 1e3 * t, "e2e_ms": 1e3 * (r.finished - r.arrival + ttft_overhead_s),
+                     "input_tokens": r.input_tokens, "cached_tokens": r.cached, "output_tokens": r.output_tokens}
+                    for r, t in zip(done, ttft)],
     }
