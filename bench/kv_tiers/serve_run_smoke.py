@@ -19,9 +19,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from llmd_ray.bench.server import ServerProcess, serve_run_command  # noqa: E402
+from llmd_ray.bench.server import ServerProcess, health_path_for, serve_run_command  # noqa: E402
 
 URL = "http://127.0.0.1:8000"
+CONFIG = str(ROOT / "serve_configs/kv_tiers.yaml")
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     prompts = [[rng.randrange(10, 4000) for _ in range(20 * 128 + 8)] for _ in range(10)]
     out: dict = {"config": "serve_configs/kv_tiers.yaml", "requests": []}
     t0 = time.monotonic()
-    with ServerProcess(serve_run_command(str(ROOT / "serve_configs/kv_tiers.yaml")), URL, startup_timeout_s=600,
+    with ServerProcess(serve_run_command(CONFIG), URL, health_path=health_path_for(CONFIG), startup_timeout_s=600,
                        log_path="/tmp/kv_tiers_serve_run.log"):
         out["startup_s"] = round(time.monotonic() - t0, 1)
         with httpx.Client(base_url=URL, timeout=300) as c:

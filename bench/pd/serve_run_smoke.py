@@ -25,9 +25,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from llmd_ray.bench.server import ServerProcess, serve_run_command  # noqa: E402
+from llmd_ray.bench.server import ServerProcess, health_path_for, serve_run_command  # noqa: E402
 
 URL = "http://127.0.0.1:8000"
+CONFIG = str(ROOT / "serve_configs/pd.yaml")
 
 
 def complete(c: httpx.Client, prompt: list[int], n: int) -> dict:
@@ -50,7 +51,7 @@ def main() -> None:
     short_prompt = [rng.randrange(10, 4000) for _ in range(100)]
     out: dict = {"config": "serve_configs/pd.yaml"}
     t0 = time.monotonic()
-    with ServerProcess(serve_run_command(str(ROOT / "serve_configs/pd.yaml")), URL, startup_timeout_s=600,
+    with ServerProcess(serve_run_command(CONFIG), URL, health_path=health_path_for(CONFIG), startup_timeout_s=600,
                        log_path="/tmp/pd_serve_run.log"):
         out["startup_s"] = round(time.monotonic() - t0, 1)
         with httpx.Client(base_url=URL, timeout=300) as c:

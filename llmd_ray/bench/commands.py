@@ -17,7 +17,7 @@ from .config import BenchConfig
 from .overhead import format_overhead, measure_overhead
 from .report import load_result, print_summary, sweep_table, write_json
 from .schema import BenchResult
-from .server import ServerProcess, serve_run_command
+from .server import ServerProcess, health_path_for, serve_run_command
 from .workloads import build_jobs, default_count
 
 
@@ -84,8 +84,11 @@ def run(args) -> int:
     if compare:
         cmd_a = serve_run_command(args.config_a) if args.config_a else (shlex.split(args.cmd_a) if args.cmd_a else None)
         cmd_b = serve_run_command(args.config_b) if args.config_b else (shlex.split(args.cmd_b) if args.cmd_b else None)
-        a = Side(args.label_a, args.base_url, cmd_a, startup_timeout_s=args.startup_timeout)
-        b = Side(args.label_b, args.vs or args.base_url, cmd_b, startup_timeout_s=args.startup_timeout)
+        health = lambda config: health_path_for(config) if config else "/v1/models"  # noqa: E731
+        a = Side(args.label_a, args.base_url, cmd_a, startup_timeout_s=args.startup_timeout,
+                 health_path=health(args.config_a))
+        b = Side(args.label_b, args.vs or args.base_url, cmd_b, startup_timeout_s=args.startup_timeout,
+                 health_path=health(args.config_b))
         if not cmd_a and not cmd_b and a.base_url == b.base_url and not args.unique_prompts:
             print("note: A and B are the same URL; pass --unique-prompts so B does not hit A's prefix cache",
                   file=sys.stderr)
@@ -97,7 +100,9 @@ def run(args) -> int:
     server = None
     cmd = _server_cmd(args)
     if cmd:
-        server = ServerProcess(cmd, args.base_url, log_path=out / "server.log", startup_timeout_s=args.startup_timeout)
+        health = health_path_for(args.serve_config) if args.serve_config else "/v1/models"
+        server = ServerProcess(cmd, args.base_url, health_path=health, log_path=out / "server.log",
+                               startup_timeout_s=args.startup_timeout)
         print(f"starting server: {shlex.join(cmd)}", file=sys.stderr)
         server.start()
     try:

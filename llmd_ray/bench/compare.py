@@ -34,7 +34,7 @@ from .config import BenchConfig
 from .metrics import flatten
 from .report import write_json
 from .schema import BenchResult, ClientOverhead, CompareResult, RatioStat, SystemRuns, SystemsCompareResult, SystemSpec
-from .server import ServerProcess, serve_run_command
+from .server import ServerProcess, health_path_for, serve_run_command
 
 HEADLINE = ("ttft_ms.p50", "ttft_ms.p99", "tpot_ms.p50", "itl_ms.p50", "e2e_ms.p50", "e2e_ms.p99",
             "request_throughput", "output_throughput", "goodput", "cache_hit_rate", "success_rate")
@@ -47,6 +47,7 @@ class Side:
     command: list[str] | None = None   # start this server for each phase (None: already running)
     env: dict = field(default_factory=dict)
     startup_timeout_s: float = 900.0
+    health_path: str = "/v1/models"    # answers 200 once the server is ready
 
 
 def ratio_stats(a_vals: list[float | None], b_vals: list[float | None]) -> RatioStat:
@@ -69,8 +70,8 @@ async def _phase(cfg: BenchConfig, side: Side, out: Path, salt: int, i: int, pro
                  overhead: ClientOverhead | None, plots: bool, timing: dict | None = None) -> BenchResult:
     server = None
     if side.command:
-        server = ServerProcess(side.command, side.base_url, env=side.env, log_path=out.with_suffix(".server.log"),
-                               startup_timeout_s=side.startup_timeout_s)
+        server = ServerProcess(side.command, side.base_url, health_path=side.health_path, env=side.env,
+                               log_path=out.with_suffix(".server.log"), startup_timeout_s=side.startup_timeout_s)
         print(f"[compare] starting {side.label}: {' '.join(side.command)}", file=sys.stderr)
         out.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
@@ -173,8 +174,10 @@ def side_for(spec: SystemSpec, base_url: str, startup_timeout_s: float = 900.0) 
     """How to reach (and start) a system: url systems at their URL, serve/cmd ones started on base_url."""
     if spec.kind == "url":
         return Side(spec.label, spec.target.rstrip("/"))
-    cmd = serve_run_command(spec.target) if spec.kind == "serve" else shlex.split(spec.target)
-    return Side(spec.label, base_url.rstrip("/"), cmd, startup_timeout_s=startup_timeout_s)
+    if spec.kind == "serve":
+        return Side(spec.label, base_url.rstrip("/"), serve_run_command(spec.target), startup_timeout_s=startup_timeout_s,
+                    health_path=health_path_for(spec.target))
+    return Side(spec.label, base_url.rstrip("/"), shlex.split(spec.target), startup_timeout_s=startup_timeout_s)
 
 
 def systems_vs_baseline(runs: dict[str, list[BenchResult | None]], baseline: str) -> dict[str, dict[str, RatioStat]]:

@@ -39,6 +39,19 @@ def serve_run_command(config: str) -> list[str]:
     return [venv_bin("serve"), "run", config]
 
 
+def health_path_for(config: str) -> str:
+    """Where a `serve run` of `config` reports ready: llmd-ray apps' `/health` answers 200 only once an engine
+    replica does (their `/v1/models` answers as soon as the ingress is up); other apps: `/v1/models`."""
+    import yaml  # noqa: PLC0415
+
+    try:
+        apps = (yaml.safe_load(Path(config).read_text()) or {}).get("applications") or []
+    except (OSError, yaml.YAMLError):
+        return "/v1/models"
+    ours = apps and all(str(a.get("import_path", "")).startswith("llmd_ray") for a in apps)
+    return "/health" if ours else "/v1/models"
+
+
 def vllm_server_command(model_dir: str, port: int, served_name: str = "tiny-llama", extra: list[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
             "--served-model-name", served_name, "--port", str(port), *(extra or [])]

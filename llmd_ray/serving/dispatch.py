@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -75,6 +76,7 @@ class VariantDispatcher(PeriodicPoll):
         self.sent = [0] * len(self.names)
         self.redispatched = 0
         self.poll_failures = 0
+        self._ready_at: float | None = None
         self._rr = 0
 
     def __len__(self) -> int:
@@ -130,6 +132,18 @@ class VariantDispatcher(PeriodicPoll):
         live = [i for i, r in enumerate(self.running) if r is None or r > 0] or [0]
         self._rr += 1
         return self.handles[live[self._rr % len(live)]]
+
+    async def ready(self, timeout_s: float = 2.0) -> bool:
+        """True once some engine replica answers ``stats`` (remembered for a second, so probes stay cheap)."""
+        now = time.monotonic()
+        if self._ready_at is not None and now - self._ready_at < 1.0:
+            return True
+        try:
+            await asyncio.wait_for(self.stats_handle().stats.remote(), timeout_s)
+        except Exception:  # no replica yet (the call waits for one), or it failed: not ready
+            return False
+        self._ready_at = now
+        return True
 
     def status(self) -> dict[str, dict]:
         return {n: {"accelerator": self.accelerators.get(n), "running": self.running[i],

@@ -159,7 +159,10 @@ class OpenAIIngress:
 
     # ------------------------------------------------------------ HTTP routes
     @app.get("/health")
-    async def health(self) -> dict:
+    async def health(self):
+        """Readiness: 200 once an engine replica answers; 503 (OpenAI-style, Retry-After) while none does."""
+        if not await self.variants.ready():
+            return error_response(EngineError("no engine replica is ready yet", code="not_ready", retry_after_s=2))
         return {"status": "ok"}
 
     @app.get("/v1/models")

@@ -65,3 +65,21 @@ def test_command_builders():
     cmd = vllm_server_command("/m", 8100, extra=["--enforce-eager"])
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"] and "8100" in cmd and cmd[-1] == "--enforce-eager"
     assert os.path.isabs(cmd[0])
+
+
+@pytest.mark.parametrize("apps, expected", [
+    ([{"import_path": "llmd_ray:build_app"}], "/health"),  # ours: ready once an engine replica is
+    ([{"import_path": "llmd_ray:build_pd_app"}, {"import_path": "llmd_ray:build_app"}], "/health"),
+    ([{"import_path": "ray.serve.llm:build_openai_app"}], "/v1/models"),  # anything else: the OpenAI route
+    ([{"import_path": "llmd_ray:build_app"}, {"import_path": "other:app"}], "/v1/models"),
+    ([], "/v1/models"),
+])
+def test_health_path_for_serve_configs(tmp_path, apps, expected):
+    import yaml
+
+    from llmd_ray.bench.server import health_path_for
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"applications": apps}))
+    assert health_path_for(str(config)) == expected
+    assert health_path_for(str(tmp_path / "missing.yaml")) == "/v1/models"

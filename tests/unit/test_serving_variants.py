@@ -261,3 +261,29 @@ async def test_poll_updates_running_counts_and_survives_failures():
     await d.poll_once()
     assert d.running == [1, 2]
     assert d.status()["b"] == {"accelerator": None, "running": 2, "outstanding": 0, "sent": 0}
+
+
+# ------------------------------------------------------------- readiness (/health)
+
+
+class StatsHandle(FakeHandle):
+    """``stats`` answers once ``up`` is set; until then the call waits, as a handle does for a replica."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = asyncio.Event()
+        self.stats = SimpleNamespace(remote=self._stats)
+
+    async def _stats(self):
+        await self.up.wait()
+        return {"num_waiting": 0}
+
+
+async def test_ready_only_once_an_engine_replica_answers_stats():
+    h = StatsHandle()
+    d = dispatcher([0], only=h)
+    assert await d.ready(timeout_s=0.05) is False  # no replica yet: /health answers 503
+    h.up.set()
+    assert await d.ready(timeout_s=0.05) is True
+    h.up.clear()
+    assert await d.ready(timeout_s=0.05) is True  # remembered for a second: probes stay cheap
