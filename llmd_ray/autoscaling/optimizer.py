@@ -31,7 +31,7 @@ from scipy.sparse import coo_matrix, csr_matrix
 from llmd_ray.autoscaling.capacity import aggregated_capacity, decode_capacity, prefill_capacity, stack_profiles
 from llmd_ray.autoscaling.config import AutoscalerConfig, VariantSpec
 from llmd_ray.autoscaling.demand import DemandItem
-from llmd_ray.autoscaling.milp import Model
+from llmd_ray.autoscaling.milp import Model, Moves
 from llmd_ray.autoscaling.milp import solve as solve_milp
 from llmd_ray.autoscaling.perf import Profile
 
@@ -148,9 +148,10 @@ class Optimizer:
         """The cheapest plan; ``fixed`` pins some counts (feasibility checks), ``routes`` restricts routes.
 
         With ``current``, each replica added or removed costs ``switch_cost`` x its hourly price in the
-        objective, so near-ties between mixes do not flip the fleet back and forth; the current counts
-        also seed the solver's upper bound. ``fixing``: force (True) or skip (False) the reduced-cost
-        fixing of ``milp.solve`` (default: by model size); the optimum is the same either way.
+        objective, so near-ties between mixes do not flip the fleet back and forth (columns up_v/down_v,
+        whose reduced costs also bound the search); the current counts are the fallback upper bound.
+        ``fixing``: force (True) or skip (False) the reduced-cost fixing of ``milp.solve`` (default: by
+        model size); the optimum is the same either way.
         """
         t0 = time.perf_counter()
         V, K = len(self.variants), len(demand)
@@ -194,7 +195,7 @@ class Optimizer:
 
     def _model(self, demand: Sequence[DemandItem], cap: np.ndarray, fixed: Mapping[str, int] | None,
                routes: Sequence[int] | None, current: Mapping[str, int] | None) -> _Built:
-        """The MILP as sparse matrices (columns: n_v, x_rk, s_k, switch d_v), built with numpy."""
+        """The MILP as sparse matrices (columns: n_v, x_rk, s_k, switch up_v, down_v), built with numpy."""
         V, K = len(self.variants), len(demand)
         allowed = np.arange(len(self.routes)) if routes is None else np.asarray(list(routes), dtype=int)
         slots = np.array([[len(r.variants) for r in self.routes]], dtype=int).reshape(-1)[allowed]
@@ -205,15 +206,15 @@ class Optimizer:
         ri, ki = np.nonzero(ok)  # route-major, bucket-minor: the column order of x
         nx = len(ri)
         sw = self.config.switch_cost if current is not None and fixed is None else 0.0
-        nsw = V if sw else 0
-        nvar = V + nx + K + nsw
+        nsw = V if sw else 0  # up_v and down_v columns: replicas added / removed
+        nvar = V + nx + K + 2 * nsw
         cost = np.array([v.cost_per_hour for v in self.variants], dtype=float)
         c0, c1 = c_all[ri, ki, 0], c_all[ri, ki, 1]
         two = slots[ri] == 2
         # Unserved demand costs more than serving it on the dearest route would.
         per_req = cost[var[ri, 0]] / np.maximum(c0, 1e-9) + np.where(two, cost[var[ri, 1]] / np.maximum(c1, 1e-9), 0.0)
         big = 10.0 * (float(per_req.max(initial=0.0)) + float(cost.max(initial=1.0)) + 1.0)
-        c = np.concatenate([cost, np.zeros(nx), np.full(K, big), sw * cost[:nsw]])
+        c = np.concatenate([cost, np.zeros(nx), np.full(K, big), sw * cost[:nsw], sw * cost[:nsw]])
         xcol = V + np.arange(nx)
         # load matrix (V x nx): replicas of variant v one req/s of column x uses
         lv = np.concatenate([var[ri, 0], var[ri[two], 1]])
@@ -258,12 +259,12 @@ class Optimizer:
                     extra_r.append(row); extra_c.append(v); extra_v.append(-sign * ratio)
                 extra_lo.append(0.0); extra_hi.append(np.inf)
                 row += 1
-        for v in range(nsw):  # d_v >= |n_v - current_v|
-            cur = float(current.get(self.variants[v].name, 0))
-            for sign in (1.0, -1.0):
-                extra_r += [row, row]; extra_c += [V + nx + K + v, v]; extra_v += [1.0, -sign]
-                extra_lo.append(-sign * cur); extra_hi.append(np.inf)
-                row += 1
+        cur = np.array([float(current.get(v.name, 0)) for v in self.variants]) if nsw else np.zeros(0)
+        up, down = V + nx + K + np.arange(nsw), V + nx + K + nsw + np.arange(nsw)
+        for v in range(nsw):  # n_v - up_v + down_v == current_v
+            extra_r += [row] * 3; extra_c += [v, int(up[v]), int(down[v])]; extra_v += [1.0, -1.0, 1.0]
+            extra_lo.append(cur[v]); extra_hi.append(cur[v])
+            row += 1
         r_parts.append(np.array(extra_r, dtype=int)); c_parts.append(np.array(extra_c, dtype=int))
         v_parts.append(np.array(extra_v, dtype=float))
         lo.append(np.array(extra_lo, dtype=float)); hi.append(np.array(extra_hi, dtype=float))
@@ -274,10 +275,11 @@ class Optimizer:
         for name, n in (fixed or {}).items():
             i = self._index(name)
             nlo[i] = nhi[i] = n
-        lb = np.concatenate([nlo, np.zeros(nx + K + nsw)])
-        ub = np.concatenate([nhi, np.full(nx + K + nsw, np.inf)])
+        lb = np.concatenate([nlo, np.zeros(nx + K + 2 * nsw)])
+        ub = np.concatenate([nhi, np.full(nx + K + 2 * nsw, np.inf)])
         uses = csr_matrix((np.ones(len(lv)), (lv, V + lx)), shape=(V, nvar))
-        model = Model(c, A, np.concatenate(lo), np.concatenate(hi), lb, ub, V, uses)
+        model = Model(c, A, np.concatenate(lo), np.concatenate(hi), lb, ub, V, uses, K + np.arange(len(used)), used,
+                      Moves(up, down, cur) if nsw else None)
         return _Built(model, nx, cost, nlo, load, allowed[ri], budget_accs)
 
     def _binding(self, i: int, n: int, load: float, budget_accs: set[str], counts: np.ndarray) -> str:

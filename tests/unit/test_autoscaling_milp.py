@@ -103,3 +103,26 @@ def test_vectorised_capacities_equal_one_variant_at_a_time():
         assert np.array_equal(cap[r, :, 0], own)  # bit for bit
         checked += 1
     assert checked == 6
+
+
+@pytest.mark.parametrize("policy", [False, True])
+def test_raised_duals_keep_the_bound_and_the_box_keeps_the_optimum(policy):
+    """Step 1's dual raise must stay dual-feasible (bound = z_lp) and step 3's box must contain the optimum."""
+    opt, demand = instance(3, V=20, K=50)
+    current = opt.solve(demand_from_shapes([(d.cls, d.input_tokens, d.output_tokens, d.hit_rate, d.rate * 0.9)
+                                            for d in demand]), explain=False).counts if policy else None
+    m = opt._model(demand, opt.capacities(demand), None, None, current).model
+    assert (m.moves is not None) == policy
+    lp = milp._lp(m, m.lb, m.ub)
+    d, bound = milp._duals(m, lp)
+    assert bound == pytest.approx(lp.fun, rel=1e-9)
+    raw = lp.lower.marginals + lp.upper.marginals
+    k = m.n_int
+    assert np.all(d[:k] >= raw[:k] - 1e-9)  # raising a capacity dual only adds to its count's reduced cost
+    if policy:  # here HiGHS's duals leave idle counts unpriced, and the raise prices them
+        assert np.sum(d[:k] > 1e-7) > np.sum(raw[:k] > 1e-7)
+    full = milp._milp(m, m.lb, m.ub)
+    lb, ub = milp._tighten(m, d, float(full.fun) - bound + 1e-6)
+    n = np.round(full.x[:k])
+    assert np.all(lb[:k] <= n) and np.all(n <= ub[:k])
+    assert np.sum(lb[:k] < ub[:k]) < k  # and it still fixes counts
