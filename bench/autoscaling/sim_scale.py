@@ -4,6 +4,8 @@
 
 Routing runs the real Scheduler (default EndpointPickerConfig) over all
 endpoints, or over ``--candidates`` of them (prefix holders + a seeded sample).
+By default over an ``EndpointTable`` (array path); ``--list-routing`` uses the
+per-endpoint path instead (same decisions), for a side-by-side ratio.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
 import pstats
 import time
 from pathlib import Path
@@ -22,7 +25,7 @@ from llmd_ray.sim.workload import sim_jobs
 
 
 def run(replicas: int, qps: float, seconds: float, candidates: int | None, profile: bool = False,
-        router: str = "llmd") -> dict:
+        router: str = "llmd", table_routing: bool = True) -> dict:
     prof = load_profile("h100-llama-3.1-8b")
     cfg = AutoscalerConfig.model_validate({"variants": [
         {"name": "h100", "accelerator": "H100", "profile": prof.name, "cost_per_hour": 3.0,
@@ -36,7 +39,7 @@ def run(replicas: int, qps: float, seconds: float, candidates: int | None, profi
     jobs = sim_jobs(bench)
     gen_s = time.perf_counter() - t0
     sim = Simulator(cfg, {prof.name: prof}, initial={"h100": replicas}, candidates=candidates, block_size=16,
-                    router=router)
+                    router=router, table_routing=table_routing)
     pr = cProfile.Profile() if profile else None
     if pr:
         pr.enable()
@@ -45,10 +48,11 @@ def run(replicas: int, qps: float, seconds: float, candidates: int | None, profi
     cpu = time.process_time() - c0
     if pr:
         pr.disable()
-        pstats.Stats(pr).sort_stats("tottime").print_stats(15)
+        pstats.Stats(pr).sort_stats("tottime").print_stats(int(os.environ.get("SIM_SCALE_PROFILE_LINES", "25")))
     done = [r for r in res.requests if r.finished is not None]
     return {"simulated": True, "replicas": replicas, "qps": qps, "sim_seconds": seconds, "requests": len(jobs),
-            "completed_in_window": len(done), "candidates": candidates, "router": router, "cpu_s": round(cpu, 2),
+            "completed_in_window": len(done), "candidates": candidates, "router": router,
+            "scheduler_path": "table" if table_routing else "list", "cpu_s": round(cpu, 2),
             "speed_vs_real_time_cpu": round(seconds / cpu, 3), "load_avg_1m": _load(), "workload_build_s": round(gen_s, 2),
             "wall_s": round(res.wall_seconds, 2), "speed_vs_real_time": round(seconds / res.wall_seconds, 3),
             "routing_calls": res.routing_calls,
@@ -70,9 +74,11 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=None)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--router", default="llmd", choices=["llmd", "pow2"])
+    ap.add_argument("--list-routing", action="store_true",
+                    help="the Scheduler's per-endpoint list path (as before EndpointTable), for A/B")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    r = run(a.replicas, a.qps, a.seconds, a.candidates, a.profile, a.router)
+    r = run(a.replicas, a.qps, a.seconds, a.candidates, a.profile, a.router, not a.list_routing)
     print(json.dumps(r))
     if a.out:
         p = Path(a.out)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -31,6 +32,7 @@ from llmd_ray.routing.index import ApproximatePrefixIndex
 from llmd_ray.routing.types import Endpoint, RoutingRequest
 
 if TYPE_CHECKING:
+    from llmd_ray.routing.table import Candidates, LazyOrder
     from llmd_ray.routing.plugins.precise_prefix_cache import PreciseIndexView
 
 Category = Literal["affinity", "distribution", "balance"]
@@ -115,6 +117,18 @@ class Filter(Plugin):
         """Return the endpoints to keep and a short reason."""
         raise NotImplementedError
 
+    def filter_table(self, cycle: CycleState, cands: Candidates) -> tuple[np.ndarray | None, str]:
+        """``filter`` over an ``EndpointTable``: a keep-mask over ``cands`` (None: keep all) and the reason.
+
+        This default runs ``filter`` on the candidates' objects; plugins override it with array code.
+        """
+        eps = cands.endpoints()
+        kept, reason = self.filter(cycle, eps)
+        if len(kept) == len(eps):
+            return None, reason
+        kept_ids = {e.id for e in kept}
+        return np.fromiter((e.id in kept_ids for e in eps), bool, len(eps)), reason
+
 
 class Scorer(Plugin):
     category: ClassVar[Category]
@@ -123,11 +137,22 @@ class Scorer(Plugin):
         """One score per endpoint, aligned with ``endpoints``, in [0, 1]."""
         raise NotImplementedError
 
+    def score_table(self, cycle: CycleState, cands: Candidates) -> np.ndarray:
+        """``score`` over an ``EndpointTable``'s candidates (default: ``score`` on their objects)."""
+        return np.asarray(self.score(cycle, cands.endpoints()), dtype=np.float64)
+
 
 class Picker(Plugin):
     def pick(self, cycle: CycleState, endpoints: list[Endpoint], totals: list[float]) -> list[int]:
         """Indices into ``endpoints``, best first (a full ranking)."""
         raise NotImplementedError
+
+    def pick_table(self, cycle: CycleState, cands: Candidates, totals: np.ndarray) -> np.ndarray | LazyOrder:
+        """``pick`` over an ``EndpointTable``'s candidates (default: ``pick`` on their objects).
+
+        May return a ``LazyOrder``: the best index now, the full order when read (any RNG draws the
+        ranking needs must still be taken now, so later decisions see the same RNG state)."""
+        return np.asarray(self.pick(cycle, cands.endpoints(), totals.tolist()), dtype=np.intp)
 
 
 class ProfileHandler(Plugin):
@@ -260,6 +285,9 @@ class SchedulingProfile:
                 removed = []
             outcomes.append(FilterOutcome(f.name, len(kept), removed, reason))
             endpoints = kept
+        return self._score_and_pick(cycle, endpoints, outcomes)
+
+    def _score_and_pick(self, cycle: CycleState, endpoints: list[Endpoint], outcomes: list[FilterOutcome]):
         n = len(endpoints)
         totals = [0.0] * n
         scores: dict[str, list[float]] = {}

@@ -33,6 +33,7 @@ class ApproximatePrefixIndex:
         self._holders: dict[Hashable, set[str]] = {}
         self._lru: dict[str, OrderedDict[Hashable, None]] = {}
         self._capacity: dict[str, int] = {}
+        self.version = 0  # bumps on every change (lets a caller reuse a match computed since)
 
     # -- queries ---------------------------------------------------------
     def match(self, block_hashes: Sequence[Hashable]) -> dict[str, int]:
@@ -85,6 +86,7 @@ class ApproximatePrefixIndex:
     # -- updates ---------------------------------------------------------
     def record(self, endpoint_id: str, block_hashes: Sequence[Hashable]) -> None:
         """Remember that ``endpoint_id`` now holds these blocks (after a routing decision)."""
+        self.version += 1
         lru = self._lru.get(endpoint_id)
         if lru is None:
             lru = self._lru[endpoint_id] = OrderedDict()
@@ -108,12 +110,14 @@ class ApproximatePrefixIndex:
         if self._capacity.get(endpoint_id) == num_blocks:
             return
         self._capacity[endpoint_id] = num_blocks
+        self.version += 1
         lru = self._lru.get(endpoint_id)
         if lru is not None:
             self._evict(endpoint_id, lru)
 
     def remove_endpoint(self, endpoint_id: str) -> None:
         """Forget an endpoint (replica gone, or its cache was reset)."""
+        self.version += 1
         self._capacity.pop(endpoint_id, None)
         lru = self._lru.pop(endpoint_id, None)
         if not lru:

@@ -27,7 +27,11 @@ from llmd_ray.routing.index import ApproximatePrefixIndex
 from llmd_ray.routing.plugins.max_score import MaxScorePicker
 from llmd_ray.routing.plugins.single_profile import SingleProfileHandler
 from llmd_ray.routing.registry import PLUGIN_TYPES, types_by_name
+from llmd_ray.routing.table import EndpointTable, run_profile
 from llmd_ray.routing.types import Endpoint, RoutingRequest
+
+
+TABLE_MIN_ENDPOINTS = 64  # below this the per-endpoint path is faster than numpy (same result either way)
 
 
 def build_plugins(
@@ -115,6 +119,8 @@ class Scheduler:
         self.handler = handler
         self.handle = handle
         self._hooked = [p for p in plugins.values() if type(p).on_routed is not Plugin.on_routed]
+        self._capacities_of: dict[int, int] = {}  # EndpointTable uid -> version whose capacities were applied
+        self._last_matches: tuple | None = None  # (request, index version, its prefix matches) from schedule
 
     @classmethod
     def from_config(
@@ -136,15 +142,22 @@ class Scheduler:
         self.handle.precise_view = view
 
     def schedule(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> SchedulingResult:
-        """Rank ``endpoints`` for ``request``. Router state is unchanged (see ``on_routed``)."""
+        """Rank ``endpoints`` for ``request``. Router state is unchanged (see ``on_routed``).
+
+        Given an ``EndpointTable`` (fleet scale) the profiles run on its arrays, with the same result.
+        """
         index = self.handle.index
         known = index.capacities
-        for e in endpoints:
-            nb = e.num_blocks
-            if nb and known.get(e.id) != nb:
-                index.set_capacity(e.id, nb)
+        table = endpoints if isinstance(endpoints, EndpointTable) and len(endpoints) >= TABLE_MIN_ENDPOINTS else None
+        if table is None or self._capacities_of.get(table.uid) != table.version:
+            for e in endpoints:
+                nb = e.num_blocks
+                if nb and known.get(e.id) != nb:
+                    index.set_capacity(e.id, nb)
+            if table is not None:
+                self._capacities_of[table.uid] = table.version
         cycle = CycleState(request, self.handle.clock(), self.handle)
-        eps = list(endpoints)
+        eps = table if table is not None else list(endpoints)
         results: dict[str, ProfileResult] = {}
         while True:
             names = self.handler.pick_profiles(cycle, self.profiles, results)
@@ -152,8 +165,11 @@ class Scheduler:
             if not names:
                 break
             for name in names:
-                results[name] = self.profiles[name].run(cycle, eps)
+                profile = self.profiles[name]
+                results[name] = run_profile(profile, cycle, eps) if table is not None else profile.run(cycle, eps)
         primary = self.handler.primary(cycle, results) if results else ""
+        if cycle._matches is not None:  # on_routed's prior matches, unless the index changes first
+            self._last_matches = (request, index.version, cycle._matches)
         return SchedulingResult(request.request_id, primary, results)
 
     def on_routed(self, request: RoutingRequest, endpoint_id: str, *, profile: str | None = None) -> None:
@@ -165,7 +181,13 @@ class Scheduler:
         if not endpoint_id:
             raise ValueError("on_routed needs the endpoint the request was sent to")
         hashes = request.block_hashes
-        prior = self.handle.index.match(hashes)
+        index = self.handle.index
+        last = self._last_matches
+        if last is not None and last[0] is request and last[1] == index.version:
+            prior = last[2]
+        else:
+            prior = index.match(hashes)
+        self._last_matches = None
         event = RoutedEvent(request, endpoint_id, profile, prior, self.handle.clock())
         for p in self._hooked:
             p.on_routed(event)

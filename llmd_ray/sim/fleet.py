@@ -29,6 +29,7 @@ from llmd_ray.autoscaling.demand import classify
 from llmd_ray.autoscaling.optimizer import Optimizer
 from llmd_ray.autoscaling.demand import DemandItem
 from llmd_ray.routing.scheduler import Scheduler
+from llmd_ray.routing.table import EndpointTable
 from llmd_ray.routing.types import Endpoint, RoutingRequest
 from llmd_ray.sim.replica import SimReplica, SimRequest
 from llmd_ray.sim.workload import SimJob, block_hashes, SynthText
@@ -60,7 +61,8 @@ class Simulator:
     def __init__(self, config: AutoscalerConfig, profiles: dict, *, initial: dict[str, int],
                  router_config: dict | str | None = None, candidates: int | None = None, block_size: int = 16,
                  stats_period_s: float = 0.5, seed: int = 0, policy=None, tick_s: float = 1.0,
-                 startup_s: float | None = None, instant_start: bool = True, router: str = "llmd"):
+                 startup_s: float | None = None, instant_start: bool = True, router: str = "llmd",
+                 table_routing: bool = True):
         self.config = config
         self.variants = {v.name: v for v in config.variants}
         self.profiles = {v.name: profiles[v.profile] for v in config.variants}
@@ -71,6 +73,7 @@ class Simulator:
         if router not in ("llmd", "pow2"):
             raise ValueError(f"router: 'llmd' (the plugin Scheduler) or 'pow2' (Ray's default), not {router!r}")
         self.router = router
+        self.table_routing = table_routing  # False: the Scheduler's per-endpoint list path (same decisions, slower)
         self.stats_period_s = stats_period_s
         self.rng = random.Random(seed)
         self.policy = policy
@@ -81,7 +84,7 @@ class Simulator:
         self._seq = itertools.count()
         self.replicas: dict[str, list[SimReplica]] = {v: [] for v in self.variants}
         self._ready: dict[str, list[SimReplica]] = {v: [] for v in self.variants}
-        self._ready_eps: dict[str, list[Endpoint]] = {v: [] for v in self.variants}
+        self._ready_eps: dict[str, EndpointTable] = {v: EndpointTable(track_in_flight=True) for v in self.variants}
         self.all_replicas: list[SimReplica] = []
         self.endpoints: dict[str, Endpoint] = {}
         self.by_id: dict[str, SimReplica] = {}
@@ -162,7 +165,7 @@ class Simulator:
         self._ready[rep.variant].append(rep)
         ep = self.endpoints[rep.id] = Endpoint(rep.id, "both", block_size=self.block_size,
                                                num_blocks=rep.cache_blocks, updated_at=self.now)
-        self._ready_eps[rep.variant].append(ep)
+        self._ready_eps[rep.variant].add(ep)
 
     def ready(self, variant: str) -> list[SimReplica]:
         return self._ready[variant]
@@ -184,7 +187,7 @@ class Simulator:
             ep = self.endpoints.pop(rep.id, None)
             if ep is not None:
                 self._ready[variant].remove(rep)
-                self._ready_eps[variant].remove(ep)
+                self._ready_eps[variant].remove(ep.id)
             self.schedulers[variant].remove_endpoint(rep.id)
             if rep.in_flight == 0:
                 rep.removed_at = self.now
@@ -242,8 +245,8 @@ class Simulator:
             req.finished = float("inf")
             self.done.append(req)
             return
-        if self.router == "pow2":  # Ray Serve's default: the less loaded of two random replicas
-            a, b = self.rng.choice(eps), self.rng.choice(eps)
+        if self.router == "pow2":  # Ray Serve's default: the less loaded of two distinct random replicas, ties random
+            a, b = self.rng.sample(eps, 2) if len(eps) > 1 else (eps[0], eps[0])
             self._deliver(req, (a if a.in_flight <= b.in_flight else b).id)
             return
         sched = self.schedulers[variant]
@@ -251,15 +254,15 @@ class Simulator:
         if self.candidates and len(eps) > self.candidates:
             eps = self._candidates(sched, rr, eps)
         self.routing_calls += 1
-        result = sched.schedule(rr, eps)
+        result = sched.schedule(rr, eps if self.table_routing or not isinstance(eps, EndpointTable) else list(eps))
         target = result.target or eps[0].id
         sched.on_routed(rr, target)
         self._deliver(req, target)
 
     def _deliver(self, req: SimRequest, target: str) -> None:
-        self.endpoints[target].in_flight += 1
-        req.replica = target
         rep = self.by_id[target]
+        self._ready_eps[rep.variant].add_in_flight(target, 1)
+        req.replica = target
         busy = rep.busy
         rep.enqueue(req)
         if not busy:
@@ -270,15 +273,15 @@ class Simulator:
                 rep.epoch += 1
                 self.push(t, STEP, (rep, rep.epoch))
 
-    def _eps(self, variant: str) -> list[Endpoint]:
+    def _eps(self, variant: str) -> EndpointTable:
         return self._ready_eps[variant]
 
     def _candidates(self, sched: Scheduler, rr: RoutingRequest, eps: list[Endpoint]) -> list[Endpoint]:
         """Prefix holders first, then a seeded sample (bounds the per-decision cost at fleet scale)."""
         k = self.candidates
         holders = sched.index.match(rr.block_hashes)
-        by_id = {e.id: e for e in eps}
-        chosen = [by_id[i] for i, _ in sorted(holders.items(), key=lambda kv: -kv[1]) if i in by_id][: k // 2]
+        get = eps.get if isinstance(eps, EndpointTable) else {e.id: e for e in eps}.get
+        chosen = [e for i, _ in sorted(holders.items(), key=lambda kv: -kv[1]) if (e := get(i)) is not None][: k // 2]
         ids = {e.id for e in chosen}
         rest = [e for e in self.rng.sample(eps, min(len(eps), k)) if e.id not in ids]
         return chosen + rest[: k - len(chosen)]
@@ -303,7 +306,7 @@ class Simulator:
         for req in done:
             ep = self.endpoints.get(rep.id)
             if ep is not None and ep.in_flight > 0:
-                ep.in_flight -= 1
+                self._ready_eps[rep.variant].add_in_flight(rep.id, -1)
             self.schedulers[rep.variant].on_completed(str(req.id), rep.id)
             if rep.role == "prefill":
                 self._handoff(req, rep)
@@ -341,6 +344,8 @@ class Simulator:
             rep = self.by_id[rid]
             ep.num_waiting, ep.num_running, ep.kv_cache_usage, ep.updated_at = (
                 rep.num_waiting, rep.num_running, rep.kv_usage, self.now)
+        for table in self._ready_eps.values():
+            table.sync()
         self.timeline.append((self.now, {v: len(self.ready(v)) for v in self.variants}))
 
     def _tick(self) -> None:

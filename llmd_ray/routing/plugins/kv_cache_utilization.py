@@ -33,3 +33,6 @@ class KVCacheUtilizationScorer(Scorer):
 
     def score(self, cycle: CycleState, endpoints: list[Endpoint]) -> list[float]:
         return [1.0 - e.kv_cache_usage for e in endpoints]
+
+    def score_table(self, cycle: CycleState, cands):
+        return 1.0 - cands.col("kv_cache_usage")

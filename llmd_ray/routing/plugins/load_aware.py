@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 from pydantic import Field
 
 from llmd_ray.routing.framework import Category, CycleState, PluginParameters, Scorer
@@ -45,3 +46,8 @@ class LoadAwareScorer(Scorer):
     def score(self, cycle: CycleState, endpoints: list[Endpoint]) -> list[float]:
         t = float(self.params.threshold)
         return [0.5 if e.num_waiting <= 0 else 0.5 * (1.0 - min(e.num_waiting, t) / t) for e in endpoints]
+
+    def score_table(self, cycle: CycleState, cands):
+        t = float(self.params.threshold)
+        w = cands.col("num_waiting")
+        return np.where(w <= 0, 0.5, 0.5 * (1.0 - np.minimum(w, t) / t))

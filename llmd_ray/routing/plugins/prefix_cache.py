@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
+
 from llmd_ray.routing.framework import Category, CycleState, Scorer
 from llmd_ray.routing.types import Endpoint
 
@@ -43,3 +45,10 @@ class PrefixCacheScorer(Scorer):
             return [0.0] * len(endpoints)
         get = matches.get
         return [get(e.id, 0) / total for e in endpoints]
+
+    def score_table(self, cycle: CycleState, cands):
+        total = cycle.request.num_blocks
+        matches = cycle.prefix_matches()
+        if total == 0 or not matches:
+            return np.zeros(len(cands))
+        return cands.positions(matches) / total

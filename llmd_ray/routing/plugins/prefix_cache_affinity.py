@@ -62,6 +62,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from llmd_ray.routing.framework import CycleState, Filter, PluginParameters, RoutedEvent
@@ -99,6 +100,7 @@ class PrefixCacheAffinityFilter(Filter):
     def __init__(self, name, params, handle):
         super().__init__(name, params, handle)
         self._backlog: dict[str, tuple[float, float]] = {}  # endpoint -> (tokens, as of)
+        self._table = None  # (table uid, members, index_of, tokens array, as-of array): _backlog by position
         self.outcomes = {"cold": 0, "warm": 0, "released": 0, "imbalanced": 0}
 
     @property
@@ -163,16 +165,70 @@ class PrefixCacheAffinityFilter(Filter):
         cycle.affinity_off = f"{self.name}: released"
         return endpoints, f"released: all {len(warm)} warm endpoints saturated (> {threshold:.0f} tokens)"
 
+    def _backlog_arrays(self, table) -> tuple[np.ndarray, np.ndarray]:
+        """``_backlog`` aligned with ``table``'s positions (absent: 0 tokens as of 0, which never counts)."""
+        t = self._table
+        if t is None or t[0] != table.uid or t[1] != table.members:
+            n = len(table)
+            tokens, at = np.zeros(n), np.zeros(n)
+            index_of = table.index_of
+            for ep, (tok, asof) in self._backlog.items():
+                pos = index_of.get(ep)
+                if pos is not None:
+                    tokens[pos], at[pos] = tok, asof
+            t = self._table = (table.uid, table.members, index_of, tokens, at)
+        return t[3], t[4]
+
+    def filter_table(self, cycle: CycleState, cands) -> tuple[np.ndarray | None, str]:
+        """``filter`` on arrays (same loads, matches and outcome)."""
+        p, now = self.params, cycle.now
+        tokens, at = self._backlog_arrays(cands.table)
+        tokens, at = cands.gather(tokens), cands.gather(at)
+        queued = cands.col("num_waiting") * p.average_uncached_tokens
+        left = np.where(now > at, tokens - p.prefill_tokens_per_second * (now - at), tokens)
+        loads = np.where(left > queued, left, queued)
+        lo, hi = loads.min(), loads.max()
+        if hi - lo > p.imbalance_abs_tokens and hi > p.imbalance_ratio * lo:
+            self.outcomes["imbalanced"] += 1
+            cycle.affinity_off = f"{self.name}: imbalanced"
+            return None, f"imbalanced: load {lo:.0f}..{hi:.0f} tokens; affinity skipped"
+        matches = self._matches(cycle)
+        matched = cands.positions(matches) if matches else None
+        best = int(matched.max()) if matched is not None else 0
+        if best < p.min_match_blocks:
+            self.outcomes["cold"] += 1
+            return None, f"cold: best match {best} blocks"
+        threshold = self.threshold_tokens
+        warm = matched >= p.warm_fraction * best
+        kept = warm & (loads <= threshold)
+        for i in np.flatnonzero(kept).tolist():
+            if cands.endpoint(i).at_capacity:
+                kept[i] = False
+        n_warm = int(warm.sum())
+        if kept.any():
+            self.outcomes["warm"] += 1
+            n_kept = int(kept.sum())
+            return kept, f"warm: {n_kept} of {n_warm} warm endpoints under {threshold:.0f} tokens (best {best})"
+        self.outcomes["released"] += 1
+        cycle.affinity_off = f"{self.name}: released"
+        return None, f"released: all {n_warm} warm endpoints saturated (> {threshold:.0f} tokens)"
+
     def on_routed(self, event: RoutedEvent) -> None:
         if self.params.profile is not None and event.profile != self.params.profile:
             return
         req = event.request
         uncached = max(0, req.num_tokens - event.prior_matches.get(event.endpoint_id, 0) * req.block_size)
         ep = event.endpoint_id
-        self._backlog[ep] = (self.backlog(ep, event.now) + uncached, event.now)
+        entry = self._backlog[ep] = (self.backlog(ep, event.now) + uncached, event.now)
+        t = self._table
+        if t is not None and (pos := t[2].get(ep)) is not None:
+            t[3][pos], t[4][pos] = entry
 
     def remove_endpoint(self, endpoint_id: str) -> None:
         self._backlog.pop(endpoint_id, None)
+        t = self._table
+        if t is not None and (pos := t[2].get(endpoint_id)) is not None:
+            t[3][pos] = t[4][pos] = 0.0
 
     def stats(self) -> dict:
         return {"outcomes": dict(self.outcomes)}

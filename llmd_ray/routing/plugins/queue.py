@@ -24,8 +24,20 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
+
 from llmd_ray.routing.framework import Category, CycleState, Scorer
 from llmd_ray.routing.types import Endpoint
+
+
+def min_max_fewer_is_better_array(values: np.ndarray) -> np.ndarray:
+    """``min_max_fewer_is_better`` on an array (same arithmetic)."""
+    if not len(values):
+        return values
+    lo, hi = values.min(), values.max()
+    if hi == lo:
+        return np.ones(len(values))
+    return (hi - values) / (hi - lo)
 
 
 def min_max_fewer_is_better(values: list[float]) -> list[float]:
@@ -45,3 +57,6 @@ class QueueScorer(Scorer):
 
     def score(self, cycle: CycleState, endpoints: list[Endpoint]) -> list[float]:
         return min_max_fewer_is_better([e.num_waiting for e in endpoints])
+
+    def score_table(self, cycle: CycleState, cands) -> np.ndarray:
+        return min_max_fewer_is_better_array(cands.col("num_waiting"))

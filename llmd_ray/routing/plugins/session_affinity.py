@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import ClassVar
 
+import numpy as np
 from pydantic import Field
 
 from llmd_ray.routing.framework import Category, CycleState, PluginParameters, RoutedEvent, Scorer
@@ -63,6 +64,15 @@ class SessionAffinityScorer(Scorer):
         if target is None:
             return [0.0] * len(endpoints)
         return [1.0 if e.id == target else 0.0 for e in endpoints]
+
+    def score_table(self, cycle: CycleState, cands):
+        sid = cycle.request.session_id
+        target = self._sessions.get(sid) if sid else None
+        out = np.zeros(len(cands))
+        pos = cands.table.index_of.get(target) if target is not None else None
+        if pos is not None:
+            out[cands.idx == pos] = 1.0
+        return out
 
     def on_routed(self, event: RoutedEvent) -> None:
         sid = event.request.session_id
