@@ -17,10 +17,7 @@ Needs the `peers` packages that ray.llm imports (see the routing peer), and nixl
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "routing" / "peers"))
@@ -53,49 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (peer.MODEL_DIR / "config.json").exists():
         print(f"error: no model at {peer.MODEL_DIR}", file=sys.stderr)
         return 2
-    stop, ready = threading.Event(), threading.Event()
+    def deploy(a: argparse.Namespace) -> None:
+        from ray import serve  # noqa: PLC0415
+        from ray.serve.llm import build_pd_openai_app  # noqa: PLC0415
 
-    def on_signal(*_):
-        if not ready.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-
-    import psutil  # noqa: PLC0415
-    import ray  # noqa: PLC0415
-    from ray import serve  # noqa: PLC0415
-    from ray.serve.llm import build_pd_openai_app  # noqa: PLC0415
-
-    t0 = time.monotonic()
-    try:
-        peer.start_ray(args.num_cpus)
-        serve.start(http_options={"host": args.host, "port": args.port}, proxy_location="EveryNode")
-        app = build_pd_openai_app({"prefill_config": llm_config("prefill", 0, args.model_name),
-                                   "decode_config": llm_config("decode", 1, args.model_name)})
+        app = build_pd_openai_app({"prefill_config": llm_config("prefill", 0, a.model_name),
+                                   "decode_config": llm_config("decode", 1, a.model_name)})
         serve.run(app, name="default", route_prefix="/")
-        base = f"http://{args.host}:{args.port}"
-        if args.warmup:
-            peer.warm_up(base, args.model_name, args.warmup)
-        ready.set()
-        print(f"[peer] ray-serve-llm P/D (NIXL, CPU buffers) ready on {base} after {time.monotonic() - t0:.1f} s",
-              flush=True)
-        while not stop.wait(0.5):
-            pass
-        return 0
-    except KeyboardInterrupt:
-        print("[peer] interrupted during start-up", flush=True)
-        return 130
-    finally:
-        procs = psutil.Process().children(recursive=True)
-        try:
-            if ray.is_initialized():
-                serve.shutdown()
-        finally:
-            ray.shutdown()
-            peer.reap(procs)
 
+    return peer.serve_until_signal(args, deploy, "ray-serve-llm P/D (NIXL, CPU buffers)")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -185,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no model at {MODEL_DIR} (build it: python -m llmd_ray.engine.tiny)", file=sys.stderr)
         return 2
 
+    return serve_until_signal(args, deploy, f"ray-serve-llm ({args.router})")
+
+
+def serve_until_signal(args: argparse.Namespace, deploy, label: str) -> int:
+    """Start a private Ray cluster and Serve on args.host:args.port, ``deploy(args)``, warm up, serve until
+    SIGINT/SIGTERM, then shut Serve and the cluster down (also when interrupted during start-up)."""
     stop, ready = threading.Event(), threading.Event()
 
     def on_signal(*_):  # during start-up: unwind through `finally` (shutdown); once serving: leave the wait loop
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.warmup:
             warm_up(base, args.model_name, args.warmup)
         ready.set()
-        print(f"[peer] ray-serve-llm ({args.router}) ready on {base} after {time.monotonic() - t0:.1f} s", flush=True)
+        print(f"[peer] {label} ready on {base} after {time.monotonic() - t0:.1f} s", flush=True)
         while not stop.wait(0.5):
             pass
         print("[peer] stopping", flush=True)
@@ -225,7 +231,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             ray.shutdown()
             reap(procs)
-
 
 if __name__ == "__main__":
     sys.exit(main())
