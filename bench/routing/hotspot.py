@@ -98,12 +98,19 @@ async def _phase(label: str, config: str, out: Path, port: int, salt: int) -> di
             "goodput": summary.get("goodput"), "cache_hit_rate": summary.get("cache_hit_rate")}
 
 
+def _systems(specs: list[str] | None) -> dict[str, str]:
+    """``LABEL=CONFIG`` pairs from ``--system``; none: the two default systems."""
+    if not specs:
+        return SYSTEMS
+    return dict(spec.split("=", 1) for spec in specs)
+
+
 async def main(a) -> list:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(a.phases):
-        for label, config in SYSTEMS.items():
+        for label, config in _systems(a.system).items():
             rows.append(await _phase(label, config, out, a.port, i))
             print(json.dumps(rows[-1]), file=sys.stderr)
     (out / "hotspot.json").write_text(json.dumps(rows, indent=1))
@@ -115,4 +122,6 @@ if __name__ == "__main__":
     ap.add_argument("--out", default="bench/results/routing/hotspot")
     ap.add_argument("--phases", type=int, default=2)
     ap.add_argument("--port", type=int, default=8600)
+    ap.add_argument("--system", action="append", metavar="LABEL=CONFIG",
+                    help="a system to run (repeat); default: release and sticky")
     asyncio.run(main(ap.parse_args()))
