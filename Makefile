@@ -34,7 +34,7 @@ serve: model
 	$(BIN)/serve run serve_configs/default.yaml
 
 test: model
-	$(BIN)/python -m pytest tests -q -ra
+	$(BIN)/python -m pytest tests -q -ra --durations=20
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit -q

@@ -74,6 +74,9 @@ async def send(client, url: str, payload: dict, req: Req, t0: float) -> None:
                 res.error = "stream ended without data: [DONE]"
     except Exception as e:  # noqa: BLE001 - any transport failure is a failed request
         res.error = f"{type(e).__name__}: {e}"
+    except asyncio.CancelledError:  # the client gave up on it (still running --drain-s after the last arrival)
+        res.error = "cancelled by the client: not finished within --drain-s after the last arrival"
+        raise
     finally:
         res.e2e_s = time.perf_counter() - start
         if resp is not None:
