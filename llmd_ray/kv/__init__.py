@@ -1,8 +1,6 @@
-"""KV transfer for P/D disaggregation.
+"""KV blocks as data: what P/D (``llmd_ray.pd``) and the KV tiers (``llmd_ray.tiers``) both move.
 
-Pure, unit-tested parts (no torch, vLLM or Ray import): block planning
-(``plan``), KV layouts and whole-block copies in numpy (``layout``), the
-handoff metadata and payload (``handoff``), shared-memory buffers (``shm``)
-and the split deciders (``decider``). ``connector`` is the thin vLLM
-``KVConnectorBase_V1`` adapter, imported only by vLLM inside the engine.
+Pure, unit-tested, no torch, vLLM or Ray import: which blocks of a prompt can
+be moved (``plan``) and KV layouts with whole-block copies in numpy
+(``layout``).
 """

@@ -11,7 +11,7 @@ from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
 from llmd_ray.engine.config import EngineConfig
-from llmd_ray.kv.tier_config import KVTiersConfig
+from llmd_ray.tiers.config import KVTiersConfig
 from llmd_ray.routing.config import parse_config
 from llmd_ray.serving.ingress import IngressConfig, OpenAIIngress
 from llmd_ray.serving.qos import QoSConfig
@@ -85,7 +85,7 @@ class AppArgs(BaseModel):
     kv_tiers: KVTiersConfig | None = Field(
         default=None,
         description="KV cache tiers beyond each engine's own cache: a local host-memory pool with disk spill, and a "
-        "shared tier in the Ray object store (llmd_ray.kv.tiered_server); None: off.",
+        "shared tier in the Ray object store (llmd_ray.tiers.server); None: off.",
     )
     variants: list[VariantArgs] | None = Field(
         default=None, min_length=1,
@@ -129,7 +129,7 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
     engine = a.engine.model_copy(update={"kv_events": True}) if precise else a.engine
     server_cls = LLMServer
     if a.kv_tiers is not None:  # KV tiers (issue 9)
-        from llmd_ray.kv.tiered_server import TieredLLMServer as server_cls
+        from llmd_ray.tiers.server import TieredLLMServer as server_cls
     ingress = OpenAIIngress.options(num_replicas=a.ingress_replicas)
     kv_index = (
         serve.deployment(KVIndex).options(name=KV_INDEX_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0}).bind()
@@ -193,7 +193,7 @@ def shared_kv_store(tiers: KVTiersConfig, kv_index: Any):
     """The shared KV tier's long-lived owner of object-store blocks (issue 9); None when off."""
     if not tiers.shared:
         return None
-    from llmd_ray.kv.shared_store import SharedKVStore
+    from llmd_ray.tiers.shared_store import SharedKVStore
 
     return serve.deployment(SharedKVStore).options(
         name=SHARED_KV_STORE_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000,

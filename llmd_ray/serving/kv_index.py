@@ -38,7 +38,7 @@ logger = logging.getLogger("ray.serve")
 END_SEQ = (-1).to_bytes(8, "big", signed=True)
 REPLAY_TIMEOUT_S = 5.0
 FORGET_AFTER_S = 5.0  # a replica absent from routers' live sets this long is dropped
-SHARED_TIER = "object-store"  # holder and tier of the shared KV tier's blocks (llmd_ray.kv.shared_store)
+SHARED_TIER = "object-store"  # holder and tier of the shared KV tier's blocks (llmd_ray.tiers.shared_store)
 
 
 @dataclass(slots=True)
@@ -163,7 +163,7 @@ class KVIndex:
     def stats(self) -> dict[str, Any]:
         return {**self.index.stats(), "following": sorted(self._feeds), "uptime_s": time.time() - self._started}
 
-    # ----------------------------------------- the shared KV tier (llmd_ray.kv.shared_store, issue 9)
+    # ----------------------------------------- the shared KV tier (llmd_ray.tiers.shared_store, issue 9)
     async def shared_update(self, stored: list[int], removed: list[int], full: bool = False) -> str:
         """The object-store tier's blocks (64-bit event hashes), held by ``SHARED_TIER``; returns the epoch.
 

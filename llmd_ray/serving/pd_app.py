@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
 from llmd_ray.engine.config import EngineConfig
-from llmd_ray.kv.config import PDConfig
+from llmd_ray.pd.config import PDConfig
 from llmd_ray.serving.app import RouterArgs, engine_deployment
 from llmd_ray.serving.ingress import IngressConfig, OpenAIIngress
-from llmd_ray.serving.pd import DecodeServer, PrefillServer
+from llmd_ray.pd.servers import DecodeServer, PrefillServer
 
 
 def role_router_config(role: str) -> dict[str, Any]:

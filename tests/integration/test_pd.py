@@ -256,8 +256,8 @@ def test_kv_object_survives_prefill_replica_death(pd, prefill, transport):
 
     if transport != "object_store":
         pytest.skip("NIXL keeps the KV in the prefill engine until decode reads it")
-    from llmd_ray.kv.handoff import KVPayload
-    from llmd_ray.serving.pd import PrefillRequest
+    from llmd_ray.pd.handoff import KVPayload
+    from llmd_ray.pd.servers import PrefillRequest
 
     prompt = prompt_of(1200, 77)
     ref = prefill.prefill.remote(PrefillRequest("ownership-1", prompt))._to_object_ref_sync()

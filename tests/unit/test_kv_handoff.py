@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from llmd_ray.kv import shm
-from llmd_ray.kv.config import PDConfig
-from llmd_ray.kv.handoff import ExportRequest, KVHandoff, KVPayload, token_digest
+from llmd_ray.pd import shm
+from llmd_ray.pd.config import PDConfig
+from llmd_ray.pd.handoff import ExportRequest, KVHandoff, KVPayload, token_digest
 from llmd_ray.kv.layout import KVLayout
 from llmd_ray.kv.plan import BlockRange
 
@@ -83,8 +83,8 @@ def test_shm_buffers_roundtrip_and_clean_up(tmp_path):
 def test_transfer_configs_select_the_connector():
     obj = PDConfig().kv_transfer_config("cpu", "prefill")
     assert obj == PDConfig().kv_transfer_config("cpu", "decode")
-    assert obj["kv_connector"] == "ObjectStoreConnector" and obj["kv_role"] == "kv_both"
-    assert obj["kv_connector_module_path"] == "llmd_ray.kv.connector"
+    assert obj["kv_connector"] == "ShmConnector" and obj["kv_role"] == "kv_both"
+    assert obj["kv_connector_module_path"] == "llmd_ray.pd.connector"
     assert obj["kv_load_failure_policy"] == "recompute"
     nixl = PDConfig(transport="nixl").kv_transfer_config("cpu", "prefill")
     assert nixl["kv_connector"] == "NixlConnector" and nixl["kv_buffer_device"] == "cpu"

@@ -67,8 +67,8 @@ def test_block_range_validates():
 
 def test_pure_modules_import_no_torch_vllm_or_ray():
     code = (
-        "import sys, llmd_ray.kv.plan, llmd_ray.kv.layout, llmd_ray.kv.handoff, llmd_ray.kv.shm, "
-        "llmd_ray.kv.decider, llmd_ray.kv.config; "
+        "import sys, llmd_ray.kv.plan, llmd_ray.kv.layout, llmd_ray.pd.handoff, llmd_ray.pd.shm, "
+        "llmd_ray.pd.decider, llmd_ray.pd.config; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'vllm', 'torch')]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from llmd_ray.kv.tier_config import KVTiersConfig, with_pd
+from llmd_ray.tiers.config import KVTiersConfig, with_pd
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from llmd_ray.kv import tier_format as tf
+from llmd_ray.tiers import format as tf
 from llmd_ray.kv.layout import KVLayout
-from llmd_ray.kv.tier_lookup import lookup, new_full_blocks
+from llmd_ray.tiers.lookup import lookup, new_full_blocks
 
 LAYOUT = KVLayout("cpu", 2, 4, 8, "float32", "vec")
 NS = tf.TierNamespace("tiny-llama", LAYOUT, ("l0", "l1", "l2"))

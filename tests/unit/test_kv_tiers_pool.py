@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from llmd_ray.kv.pool_files import BlockDir, FileBlockPool
-from llmd_ray.kv.shared_index import SharedBlockIndex, event_hash
-from llmd_ray.kv.tier_lru import LRUBudget
+from llmd_ray.tiers.pool_files import BlockDir, FileBlockPool
+from llmd_ray.tiers.shared_index import SharedBlockIndex, event_hash
+from llmd_ray.tiers.lru import LRUBudget
 
 
 def test_lru_evicts_least_recently_used_within_budget():

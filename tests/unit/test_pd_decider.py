@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from llmd_ray.kv.decider import DeciderConfig, Estimates, SplitInputs, decide, predict_ttft
+from llmd_ray.pd.decider import DeciderConfig, Estimates, SplitInputs, decide, predict_ttft
 
 BS = 128
 BPT = 3072  # KV bytes per token of the tiny model

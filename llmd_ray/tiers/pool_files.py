@@ -21,7 +21,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from llmd_ray.kv.tier_lru import LRUBudget
+from llmd_ray.tiers.lru import LRUBudget
 
 SUFFIX = ".kvb"
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmd_ray.kv.tier_lru import LRUBudget
+from llmd_ray.tiers.lru import LRUBudget
 
 _LOW64 = (1 << 64) - 1
 

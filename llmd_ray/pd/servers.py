@@ -18,7 +18,7 @@ takes nothing with it, and the object is freed as soon as decode drops it.
 
 vLLM runs its scheduler and worker (and our connector) in an EngineCore
 process outside Ray, so each replica and its engine trade the blocks through
-one shared-memory file per request (``llmd_ray.kv.shm``).
+one shared-memory file per request (``llmd_ray.pd.shm``).
 
 Anything failing on the remote path (prefill replica dead, timed out, KV
 object lost, engine error) is counted and the request prefills locally.
@@ -39,15 +39,15 @@ from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.engine import _platform_is_gpu
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest
 from llmd_ray.errors import EngineError
-from llmd_ray.kv import shm
-from llmd_ray.kv.config import PDConfig
-from llmd_ray.kv.decider import Estimates, SplitInputs, decide
-from llmd_ray.kv.handoff import EXPORT_ERROR_KEY, ExportRequest, KVHandoff, KVPayload
+from llmd_ray.pd import shm
+from llmd_ray.pd.config import PDConfig
+from llmd_ray.pd.decider import Estimates, SplitInputs, decide
+from llmd_ray.pd.handoff import EXPORT_ERROR_KEY, ExportRequest, KVHandoff, KVPayload
 from llmd_ray.routing.hashing import block_hashes
 from llmd_ray.routing.index import ApproximatePrefixIndex
 from llmd_ray.serving.metrics import EngineMetrics
-from llmd_ray.serving.pd_engine import PDEngine, PDGenerateRequest
-from llmd_ray.serving.pd_metrics import PDMetrics
+from llmd_ray.pd.engine import PDEngine, PDGenerateRequest
+from llmd_ray.pd.metrics import PDMetrics
 from llmd_ray.serving.replica import EngineReplica, replica_context
 
 logger = logging.getLogger("ray.serve")

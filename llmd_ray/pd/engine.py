@@ -4,7 +4,7 @@
 ``kv_transfer_params`` (for the decode half: where to load the prompt's KV
 from). ``PDEngine.prefill`` runs the prefill half: the prompt with
 ``max_tokens=1`` and the connector's export params, and returns the params
-the engine hands back (our :class:`~llmd_ray.kv.handoff.KVHandoff`, or
+the engine hands back (our :class:`~llmd_ray.pd.handoff.KVHandoff`, or
 NIXL's remote block ids).
 """
 

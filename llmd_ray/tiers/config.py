@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MiB = 1 << 20
-TIERED_CONNECTOR = {"kv_connector": "TieredConnector", "kv_connector_module_path": "llmd_ray.kv.tiered_connector"}
+TIERED_CONNECTOR = {"kv_connector": "TieredConnector", "kv_connector_module_path": "llmd_ray.tiers.connector"}
 EXTRA_KEY = "llmd_tiers"
 
 

@@ -1,7 +1,7 @@
 """``TieredConnector``: vLLM KV connector for the local and shared KV tiers (a thin adapter).
 
 Loaded by vLLM in the engine process (``kv_connector="TieredConnector"``,
-``kv_connector_module_path="llmd_ray.kv.tiered_connector"``; config under
+``kv_connector_module_path="llmd_ray.tiers.connector"``; config under
 ``kv_connector_extra_config["llmd_tiers"]``, see ``tier_config``).
 
 * Scheduler: ``get_num_new_matched_tokens`` asks the tiers for the run of
@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorBase_V1, KVConnectorMetadata, KVConnectorRole
 
-from llmd_ray.kv import tier_format
-from llmd_ray.kv.connector import _cpu_isa
+from llmd_ray.tiers import format as tier_format
+from llmd_ray.pd.connector import _cpu_isa
 from llmd_ray.kv.layout import KVLayout, gather_blocks, scatter_blocks
-from llmd_ray.kv.pool_files import BlockDir, FileBlockPool
-from llmd_ray.kv.tier_config import EXTRA_KEY
-from llmd_ray.kv.tier_lookup import TierHit, lookup, new_full_blocks
+from llmd_ray.tiers.pool_files import BlockDir, FileBlockPool
+from llmd_ray.tiers.config import EXTRA_KEY
+from llmd_ray.tiers.lookup import TierHit, lookup, new_full_blocks
 
 if TYPE_CHECKING:
     from vllm.v1.core.sched.output import SchedulerOutput

@@ -36,9 +36,9 @@ from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.engine import Engine
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest
 from llmd_ray.kv.plan import transferable_blocks
-from llmd_ray.kv.pool_files import BlockDir
-from llmd_ray.kv.tier_config import KVTiersConfig, with_pd
-from llmd_ray.kv.tier_metrics import TierMetrics, flatten
+from llmd_ray.tiers.pool_files import BlockDir
+from llmd_ray.tiers.config import KVTiersConfig, with_pd
+from llmd_ray.tiers.metrics import TierMetrics, flatten
 from llmd_ray.routing.hashing import block_hashes
 from llmd_ray.serving.metrics import EngineMetrics
 from llmd_ray.serving.replica import replica_context

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from llmd_ray.kv.shared_index import SharedBlockIndex
+from llmd_ray.tiers.shared_index import SharedBlockIndex
 
 logger = logging.getLogger("ray.serve")
 INDEX_SYNC_S = 0.5

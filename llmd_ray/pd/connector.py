@@ -1,7 +1,10 @@
-"""``ObjectStoreConnector``: the vLLM-facing KV connector (a thin adapter).
+"""``ShmConnector``: the vLLM-facing KV connector of P/D (a thin adapter).
+
+It moves blocks between the engine's cache and shared-memory files on its own node; moving those
+bytes between replicas (through Ray's object store, or NIXL) is the replica's business (``servers``).
 
 Loaded by vLLM in the engine process from ``KVTransferConfig(kv_connector=
-"ObjectStoreConnector", kv_connector_module_path="llmd_ray.kv.connector",
+"ShmConnector", kv_connector_module_path="llmd_ray.pd.connector",
 kv_role="kv_both")``; one instance runs in the scheduler and one in the
 worker. What to move is decided by the pure modules (``plan``, ``layout``,
 ``handoff``); this file only reads vLLM's objects and copies bytes.
@@ -34,8 +37,8 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
     KVConnectorRole,
 )
 
-from llmd_ray.kv import shm
-from llmd_ray.kv.handoff import EXPORT_ERROR_KEY, EXPORT_KEY, ExportRequest, KVHandoff, token_digest
+from llmd_ray.pd import shm
+from llmd_ray.pd.handoff import EXPORT_ERROR_KEY, EXPORT_KEY, ExportRequest, KVHandoff, token_digest
 from llmd_ray.kv.layout import KVLayout, gather_blocks, scatter_blocks
 from llmd_ray.kv.plan import BlockRange, block_slots, plan_export, plan_import
 
@@ -61,7 +64,7 @@ class LoadOp:
 
 
 @dataclass
-class ObjectStoreConnectorMetadata(KVConnectorMetadata):
+class ShmConnectorMetadata(KVConnectorMetadata):
     exports: list[ExportOp] = field(default_factory=list)
     loads: list[LoadOp] = field(default_factory=list)
 
@@ -75,7 +78,7 @@ class _PendingExport:
     emitted: bool = False
 
 
-class ObjectStoreConnector(KVConnectorBase_V1):
+class ShmConnector(KVConnectorBase_V1):
     def __init__(self, vllm_config, role: KVConnectorRole, kv_cache_config=None):
         super().__init__(vllm_config=vllm_config, role=role, kv_cache_config=kv_cache_config)
         self._block_size = vllm_config.cache_config.block_size
@@ -125,7 +128,7 @@ class ObjectStoreConnector(KVConnectorBase_V1):
         self._loads.append(LoadOp(request.request_id, handoff, offset, ids))
 
     def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:
-        meta = ObjectStoreConnectorMetadata(loads=self._loads)
+        meta = ShmConnectorMetadata(loads=self._loads)
         self._loads = []
         if self._exports:
             done: list[str] = []
@@ -193,7 +196,7 @@ class ObjectStoreConnector(KVConnectorBase_V1):
         self._layout = KVLayout(layout.kind, layout.num_kv_heads, layout.block_size, layout.head_size, dtype,
                                 _cpu_isa(first.dtype, self._block_size, layout.head_size))
         self._caches = {name: kv_caches[name].numpy() for name in sorted(kv_caches)}
-        logger.info("ObjectStoreConnector: %d layers, layout %s", len(self._caches), self._layout)
+        logger.info("ShmConnector: %d layers, layout %s", len(self._caches), self._layout)
 
     def start_load_kv(self, forward_context, **kwargs: Any) -> None:
         meta = self._get_connector_metadata()

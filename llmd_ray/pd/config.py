@@ -6,12 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmd_ray.kv.decider import DeciderConfig
+from llmd_ray.pd.decider import DeciderConfig
 
 Transport = Literal["object_store", "nixl"]
 OBJECT_STORE_CONNECTOR = {
-    "kv_connector": "ObjectStoreConnector",
-    "kv_connector_module_path": "llmd_ray.kv.connector",
+    "kv_connector": "ShmConnector",
+    "kv_connector_module_path": "llmd_ray.pd.connector",
     "kv_role": "kv_both",
 }
 
