@@ -5,9 +5,11 @@ applied and watched with the official `kubernetes` client.
 - :mod:`.serve_config`: serveConfigV2 from the serve config ``serve run`` uses;
 - :mod:`.render`: the RayService (one worker group per variant);
 - :mod:`.crd` / :mod:`.validate`: CRD -> JSON Schema validation, serveConfigV2 checks;
+- :mod:`.structural`: the KubeRay CRDs' structural schema, shipped as package data
+  (``schemas/kuberay-crds.json``), so validation needs no CRD files;
 - :mod:`.client` / :mod:`.status`: server-side apply, status, wait, delete;
 - :mod:`.apiserver`: a local etcd + kube-apiserver for tests;
-- ``python -m llmd_ray.kuberay {render,validate,apply,status,wait,delete}``.
+- ``python -m llmd_ray.kuberay {render,validate,apply,status,wait,delete,schema}``.
 
 Importing this package loads neither Ray nor the `kubernetes` client.
 """

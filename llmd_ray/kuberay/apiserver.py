@@ -2,7 +2,8 @@
 
 No kubelet, scheduler or KubeRay operator runs: objects are stored, defaulted
 and validated against the installed CRDs exactly as on a cluster, but nothing
-reconciles them. The binary comes from ``kuberay/build_apiserver.sh``; etcd
+reconciles them. The CRDs are rebuilt from the shipped structural schema (or
+read from ``$LLMD_RAY_KUBERAY_CRDS``). The binary comes from ``kuberay/build_apiserver.sh``; etcd
 from Debian's ``etcd-server``::
 
     python -m llmd_ray.kuberay.apiserver      # prints a kubeconfig path; Ctrl-C stops it
@@ -195,27 +196,33 @@ class LocalAPIServer:
             self._tmp = None
 
 
-def install_crds(api_client: Any, crd_files: list[Path], timeout_s: float = 60.0) -> list[str]:
-    """Create (or replace) the CRDs and wait until each is Established; returns their names."""
+def install_crds(api_client: Any, crds: list[dict[str, Any]] | None = None, timeout_s: float = 60.0) -> list[str]:
+    """Create (or replace) the CRDs and wait until each is Established; returns their names.
+
+    `crds` are CustomResourceDefinition documents; by default those of
+    :func:`llmd_ray.kuberay.structural.load_crds`: ``$LLMD_RAY_KUBERAY_CRDS`` if
+    set, else the ones rebuilt from the shipped structural schema (the KubeRay
+    v1.7.0 CRDs minus documentation and printer columns).
+    """
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
+    from llmd_ray.kuberay.structural import load_crds
+
     ext = client.ApiextensionsV1Api(api_client)
     names = []
-    for f in crd_files:
-        for crd in yaml.load_all(f.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-            if not crd or crd.get("kind") != "CustomResourceDefinition":
-                continue
-            name = crd["metadata"]["name"]
-            try:  # raw responses: deserializing 1 MB CRDs into models is slow and pointless here
-                ext.create_custom_resource_definition(crd, _preload_content=False)
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-                current = json.loads(ext.read_custom_resource_definition(name, _preload_content=False).data)
-                crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-                ext.replace_custom_resource_definition(name, crd, _preload_content=False)
-            names.append(name)
+    for crd in load_crds() if crds is None else crds:
+        crd = {**crd, "metadata": dict(crd["metadata"])}  # resourceVersion goes on a copy
+        name = crd["metadata"]["name"]
+        try:  # raw responses: deserializing 1 MB CRDs into models is slow and pointless here
+            ext.create_custom_resource_definition(crd, _preload_content=False)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            current = json.loads(ext.read_custom_resource_definition(name, _preload_content=False).data)
+            crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            ext.replace_custom_resource_definition(name, crd, _preload_content=False)
+        names.append(name)
     deadline = time.monotonic() + timeout_s
     for name in names:
         while True:
@@ -230,10 +237,8 @@ def install_crds(api_client: Any, crd_files: list[Path], timeout_s: float = 60.0
 
 
 def main() -> int:
-    from llmd_ray.kuberay.crd import default_crd_dir
-
     with LocalAPIServer() as srv:  # its temporary directory goes when it stops
-        names = install_crds(srv.api_client(), sorted(default_crd_dir().glob("*.yaml")))
+        names = install_crds(srv.api_client())
         print(f"kube-apiserver v{VERSION} ready at {srv.url} in {srv.startup_s:.1f} s; CRDs: {', '.join(names)}")
         print(f"export KUBECONFIG={srv.kubeconfig}   # Ctrl-C stops it")
         try:

@@ -1,6 +1,6 @@
-"""``python -m llmd_ray.kuberay {render,validate,apply,status,wait,delete}``.
+"""``python -m llmd_ray.kuberay {render,validate,apply,status,wait,delete,schema}``.
 
-Exit codes: 0 success; 1 invalid manifests, drift (``render --check``), not
+Exit codes: 0 success; 1 invalid manifests, drift (``render --check``, ``schema --check``), not
 Ready in time (``wait``); 2 usage, configuration or API errors.
 """
 
@@ -91,7 +91,7 @@ def cmd_validate(a: argparse.Namespace) -> int:
     from llmd_ray.kuberay.crd import CRDRegistry
     from llmd_ray.kuberay.validate import validate_document
 
-    registry = CRDRegistry.from_dir(a.crds)
+    registry = CRDRegistry.load(a.crds)
     bad = 0
     for f in a.files:
         for label, doc in load_documents(f):
@@ -103,6 +103,31 @@ def cmd_validate(a: argparse.Namespace) -> int:
             if not errors:
                 print(f"{label}: valid")
     return 1 if bad else 0
+
+
+def cmd_schema(a: argparse.Namespace) -> int:
+    import re
+
+    from llmd_ray.kuberay.structural import SHIPPED, derive, dumps
+
+    if not re.fullmatch(r"v\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?", a.kuberay_version):
+        raise ConfigError(f"--kuberay-version {a.kuberay_version!r}: expected a release tag such as v1.7.0")
+    files = sorted(Path(a.crds).glob("*.yaml"))
+    if not files:
+        raise ConfigError(f"no CRD files (*.yaml) in {a.crds}", param="crds")
+    target = Path(a.out) if a.out else SHIPPED
+    if target.is_dir():
+        target = target / SHIPPED.name
+    text = dumps(derive(files, a.kuberay_version))
+    if a.check:
+        if not target.exists() or target.read_text() != text:
+            print(f"out of date: {target} (regenerate it without --check)", file=sys.stderr)
+            return 1
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    print(f"wrote {target} ({len(text) // 1024} KiB) from {', '.join(f.name for f in files)}", file=sys.stderr)
+    return 0
 
 
 def _client(a: argparse.Namespace):
@@ -117,7 +142,7 @@ def cmd_apply(a: argparse.Namespace) -> int:
 
     docs = [d for f in a.files for d in load_documents(f)]
     if not a.skip_validation:
-        registry = CRDRegistry.from_dir(a.crds)
+        registry = CRDRegistry.load(a.crds)
         failed = False
         for label, doc in docs:
             for p in validate_document(doc, registry):
@@ -183,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="validate manifests against the KubeRay CRDs and serveConfigV2 against Ray Serve")
     v.add_argument("files", nargs="+", help="manifest files (or ClusterSpec files, rendered first)")
-    v.add_argument("--crds", help="directory of CRD YAML files (default: ../shared/kuberay-crds or $LLMD_RAY_KUBERAY_CRDS)")
+    v.add_argument("--crds", help="directory of CRD YAML files (default: $LLMD_RAY_KUBERAY_CRDS, else the shipped "
+                                  "KubeRay v1.7.0 structural schema)")
     v.add_argument("--schema-only", action="store_true",
                    help="skip the checks that import Ray (ServeDeploySchema, the builders' args models)")
     v.set_defaults(fn=cmd_validate)
@@ -193,9 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dry-run", action="store_true", help="server-side dry run: the API server validates and defaults, nothing is stored")
     ap.add_argument("--no-force", action="store_true", help="fail on field-manager conflicts instead of taking the fields over")
     ap.add_argument("--skip-validation", action="store_true", help="skip local validation")
-    ap.add_argument("--crds", help="directory of CRD YAML files for local validation")
+    ap.add_argument("--crds", help="directory of CRD YAML files for local validation (default: as for validate)")
     cluster_args(ap)
     ap.set_defaults(fn=cmd_apply)
+
+    sc = sub.add_parser("schema", help="derive the structural schema this package ships from KubeRay CRD files")
+    sc.add_argument("--crds", required=True, help="directory of the KubeRay CRD YAML files (e.g. ../shared/kuberay-crds)")
+    sc.add_argument("--kuberay-version", required=True, help="the KubeRay release they come from, e.g. v1.7.0 (recorded in the file)")
+    sc.add_argument("-o", "--out", help="output file or directory (default: llmd_ray/kuberay/schemas/kuberay-crds.json)")
+    sc.add_argument("--check", action="store_true", help="write nothing; exit 1 if the file differs")
+    sc.set_defaults(fn=cmd_schema)
 
     for name, fn, helptext in (("status", cmd_status, "show the Ready condition and app/deployment statuses"),
                                ("wait", cmd_wait, "watch until Ready (exit 1 on timeout)"),

@@ -17,7 +17,9 @@ The conversion follows the structural-schema rules of apiextensions.k8s.io/v1:
 - ``format: int32``/``int64`` ranges are checked; CEL rules
   (``x-kubernetes-validations``) are not evaluated.
 
-Errors name the field by its JSON path, e.g.
+The schemas come from the structural schema the package ships
+(:mod:`.structural`, KubeRay v1.7.0), or from CRD YAML files (``--crds DIR``,
+``$LLMD_RAY_KUBERAY_CRDS``). Errors name the field by its JSON path, e.g.
 ``spec.rayClusterConfig.workerGroupSpecs[0].rayStartParams.num-gpus: 1 is not of type 'string'``.
 """
 
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,13 +34,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from llmd_ray.kuberay.structural import crd_source, load_crds, read_crd_files
 
 _VALUE_KEYS = ("format", "enum", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
                "minLength", "maxLength", "minItems", "maxItems", "uniqueItems", "minProperties",
                "maxProperties", "multipleOf", "required")
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are ~1 MB each
 _STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 # ObjectMeta as a client may send it (the CRD itself only says `type: object`).
 OBJECT_META = {
@@ -63,14 +63,6 @@ OBJECT_META = {
         "selfLink": {"type": "string"},
     },
 }
-
-
-def default_crd_dir() -> Path:
-    """``$LLMD_RAY_KUBERAY_CRDS``, else ``../shared/kuberay-crds`` beside the repository."""
-    env = os.environ.get("LLMD_RAY_KUBERAY_CRDS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "kuberay-crds"
 
 
 @dataclass(slots=True, frozen=True)
@@ -210,28 +202,31 @@ def _explain(e: Any) -> list[SchemaError]:
 
 
 class CRDRegistry:
-    """Schemas by (apiVersion, kind), loaded from CRD YAML files."""
+    """Schemas by (apiVersion, kind), from CRD documents."""
 
     def __init__(self, schemas: Sequence[CRDSchema]):
         self._by_key = {(s.api_version, s.kind): s for s in schemas}
 
     @classmethod
-    def from_files(cls, paths: Iterable[str | Path]) -> CRDRegistry:
+    def from_crds(cls, crds: Iterable[dict[str, Any]]) -> CRDRegistry:
         schemas = []
-        for p in paths:
-            for crd in yaml.load_all(Path(p).read_text(), Loader=_LOADER):
-                if not crd or crd.get("kind") != "CustomResourceDefinition":
-                    continue
-                spec = crd["spec"]
-                for v in spec["versions"]:
-                    if v.get("served", True) and "schema" in v:
-                        schemas.append(CRDSchema(spec["group"], v["name"], spec["names"]["kind"],
-                                                 v["schema"]["openAPIV3Schema"]))
+        for crd in crds:
+            spec = crd["spec"]
+            for v in spec["versions"]:
+                if v.get("served", True) and "schema" in v:
+                    schemas.append(CRDSchema(spec["group"], v["name"], spec["names"]["kind"],
+                                             v["schema"]["openAPIV3Schema"]))
         return cls(schemas)
 
     @classmethod
-    def from_dir(cls, crd_dir: str | Path | None = None) -> CRDRegistry:
-        return _registry_for(str(Path(crd_dir or default_crd_dir()).resolve()))
+    def from_files(cls, paths: Iterable[str | Path]) -> CRDRegistry:
+        return cls.from_crds(read_crd_files(paths))
+
+    @classmethod
+    def load(cls, crd_dir: str | Path | None = None) -> CRDRegistry:
+        """From `crd_dir`, else ``$LLMD_RAY_KUBERAY_CRDS``, else the shipped schema (cached per source)."""
+        source = crd_source(crd_dir)
+        return _registry_for(str(source) if source else None)
 
     def get(self, api_version: str, kind: str) -> CRDSchema | None:
         return self._by_key.get((api_version, kind))
@@ -241,10 +236,5 @@ class CRDRegistry:
 
 
 @cache
-def _registry_for(crd_dir: str) -> CRDRegistry:
-    files = sorted(Path(crd_dir).glob("*.yaml"))
-    if not files:
-        from llmd_ray.errors import ConfigError
-
-        raise ConfigError(f"no CRD files in {crd_dir} (set LLMD_RAY_KUBERAY_CRDS or pass --crds)", param="crds")
-    return CRDRegistry.from_files(files)
+def _registry_for(crd_dir: str | None) -> CRDRegistry:
+    return CRDRegistry.from_crds(load_crds(crd_dir))

@@ -10,17 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmd_ray.kuberay.crd import CRDRegistry, default_crd_dir
+from llmd_ray.kuberay.crd import CRDRegistry
 from llmd_ray.kuberay.validate import validate_document, validate_serve_config_text
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((REPO / "kuberay").glob("*.yaml"))
-pytestmark = pytest.mark.skipif(not default_crd_dir().is_dir(), reason=f"no KubeRay CRDs at {default_crd_dir()}")
 
 
 @pytest.fixture(scope="module")
 def registry() -> CRDRegistry:
-    return CRDRegistry.from_dir()
+    return CRDRegistry.load()
 
 
 def serve_cfg(name: str = "aggregated.yaml") -> tuple[dict, list]:

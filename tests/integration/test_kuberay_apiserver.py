@@ -1,5 +1,7 @@
 """The KubeRay client against a real kube-apiserver (v1.20.2, built by
-kuberay/build_apiserver.sh) with etcd and the unmodified KubeRay v1.7.0 CRDs.
+kuberay/build_apiserver.sh) with etcd and the KubeRay v1.7.0 CRDs, rebuilt from the
+structural schema the package ships (tests/unit/test_kuberay_schema.py checks that they
+equal ../shared/kuberay-crds minus documentation and printer columns).
 
 No operator runs, so the test writes the RayService status in its place, the
 way KubeRay does: through the status subresource. Skipped when the binary or
@@ -18,7 +20,7 @@ import pytest
 
 from llmd_ray.kuberay.apiserver import LocalAPIServer, install_crds, missing_reason
 from llmd_ray.kuberay.cli import main
-from llmd_ray.kuberay.crd import CRDRegistry, default_crd_dir
+from llmd_ray.kuberay.crd import CRDRegistry
 from llmd_ray.kuberay.render import render_spec_file
 from llmd_ray.kuberay.validate import validate_document
 
@@ -26,7 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 NS = "llm"
 pytestmark = [
     pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason())),
-    pytest.mark.skipif(not default_crd_dir().is_dir(), reason=f"no KubeRay CRDs at {default_crd_dir()}"),
     pytest.mark.timeout(300),
 ]
 
@@ -39,7 +40,7 @@ def apiserver():
         print(f"\nkube-apiserver ready in {srv.startup_s:.1f} s")
         api = srv.api_client()
         t0 = time.monotonic()
-        names = install_crds(api, sorted(default_crd_dir().glob("*.yaml")))
+        names = install_crds(api)  # the shipped ones ($LLMD_RAY_KUBERAY_CRDS overrides)
         print(f"CRDs {names} established in {time.monotonic() - t0:.1f} s")
         client.CoreV1Api(api).create_namespace({"metadata": {"name": NS}})
         yield srv
@@ -79,7 +80,7 @@ def write_status(apiserver, name: str, generation: int, ready: bool, app_status:
         "ray.io", "v1", NS, "rayservices", name, body, _content_type="application/merge-patch+json")
 
 
-def test_the_unmodified_crds_are_established(apiserver):
+def test_the_shipped_crds_are_established(apiserver):
     from kubernetes import client
 
     names = {c.metadata.name for c in client.ApiextensionsV1Api(apiserver.api_client()).list_custom_resource_definition().items}
@@ -89,7 +90,7 @@ def test_the_unmodified_crds_are_established(apiserver):
 def test_rendered_manifests_validate_locally_and_pass_a_server_dry_run(kube, manifest):
     from llmd_ray.kuberay.client import KubeAPIError
 
-    assert [p for p in validate_document(manifest, CRDRegistry.from_dir(), serve_schema=False) if p.severity == "error"] == []
+    assert [p for p in validate_document(manifest, CRDRegistry.load(), serve_schema=False) if p.severity == "error"] == []
     out = kube.apply(manifest, dry_run=True)
     group = out["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     assert group["numOfHosts"] == 1  # defaulted by the server, as our validator does
@@ -131,7 +132,7 @@ def test_the_server_rejects_what_our_validator_rejects(kube, manifest):
 
     bad = copy.deepcopy(manifest)
     bad["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["rayStartParams"]["num-gpus"] = 1
-    local = [str(p) for p in validate_document(bad, CRDRegistry.from_dir(), serve_schema=False)]
+    local = [str(p) for p in validate_document(bad, CRDRegistry.load(), serve_schema=False)]
     assert local == ["spec.rayClusterConfig.workerGroupSpecs[0].rayStartParams.num-gpus: 1 is not of type 'string'"]
     with pytest.raises(KubeAPIError) as e:
         kube.apply(bad, dry_run=True)
@@ -144,7 +145,7 @@ def test_unknown_fields_are_silently_pruned_by_the_server_so_we_reject_them(kube
     typo["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplica"] = 2
     out = kube.apply(typo, dry_run=True)
     assert "maxReplica" not in out["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
-    local = [str(p) for p in validate_document(typo, CRDRegistry.from_dir(), serve_schema=False)]
+    local = [str(p) for p in validate_document(typo, CRDRegistry.load(), serve_schema=False)]
     assert local == ["spec.rayClusterConfig.workerGroupSpecs[0].maxReplica: unknown field 'maxReplica' (did you mean 'maxReplicas'?)"]
 
 
