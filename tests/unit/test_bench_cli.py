@@ -64,13 +64,30 @@ def test_rate_sweep(tok, server, tmp_path):
     assert json.loads((tmp_path / "rate_80/result.json").read_text())["summary"]["offered_rate"] == 80
 
 
-def test_compare_same_endpoint_ratio_near_one(tok, server, tmp_path, capsys):
-    assert main(["run", "--input-len", "24", "--output-len", "3", "--num-prompts", "5", "--rate", "inf",
-                 "--vs", server.base_url, "--phases", "2", "--unique-prompts", "--no-plots",
-                 *common(tok, server, tmp_path)]) == 0
+def test_compare_same_endpoint_ratio_near_one(tok, tmp_path, capsys):
+    """A/A against one server: the same load gives ratios near one (a 40 ms TTFT floor keeps client noise small)."""
+    import statistics
+
+    srv = start_fake_server(tokenizer=tok, ttft_ms=40, itl_ms=2)
+    try:
+        assert main(["run", "--input-len", "24", "--output-len", "3", "--num-prompts", "5", "--rate", "inf",
+                     "--vs", srv.base_url, "--phases", "2", "--unique-prompts", "--no-plots",
+                     *common(tok, srv, tmp_path)]) == 0
+    finally:
+        srv.stop()
     cmp = json.loads((tmp_path / "compare.json").read_text())
-    assert cmp["phases"] == 2 and cmp["metrics"]["total_input_tokens"]["ratio"] == 1.0
-    assert len(cmp["metrics"]["ttft_ms.p50"]["a"]) == 2 and not (tmp_path / "compare.png").exists()  # --no-plots
+    m = cmp["metrics"]
+    assert cmp["phases"] == 2
+    for key in ("completed", "total_input_tokens", "total_output_tokens"):  # the same work on both sides
+        assert m[key]["a"] == m[key]["b"] == [{"completed": 5, "total_input_tokens": 120,
+                                               "total_output_tokens": 15}[key]] * 2, (key, m[key])
+        assert m[key]["ratio"] == 1.0
+    for key in ("ttft_ms.p50", "e2e_ms.p50"):
+        r = m[key]
+        assert all(v >= 40 for v in r["a"] + r["b"]), r  # the server's TTFT is a floor
+        assert r["ratio"] == pytest.approx(statistics.fmean(a / b for a, b in zip(r["a"], r["b"])))
+        assert 0.5 < r["ratio"] < 2.0, (key, r)
+    assert not (tmp_path / "compare.png").exists()  # --no-plots
     assert (tmp_path / "B_phase1/result.json").exists()
     assert "ttft_ms.p50" in capsys.readouterr().out
 

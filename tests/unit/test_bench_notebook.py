@@ -1,5 +1,6 @@
 """notebooks/02_benchmarks.ipynb runs top to bottom on the committed sample results."""
 
+import json
 import os
 from pathlib import Path
 
@@ -37,4 +38,11 @@ def test_notebook_executes(monkeypatch):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert sum(1 for o in outputs if "image/png" in o.get("data", {})) >= 4
     text = "".join(o.get("text", "") for o in outputs)
-    assert "runs under" in text and "/" in text
+    runs = sorted(r.parent.relative_to(SAMPLES).as_posix() for r in SAMPLES.rglob("result.json"))
+    assert f"{len(runs)} runs under {SAMPLES.resolve()}" in text
+    table = text.splitlines()
+    for name in runs:  # the summary table has a row per run
+        assert any(line.startswith(name + " ") for line in table), name
+    for path in sorted(SAMPLES.rglob("compare.json")):  # and each A/B compare its header line
+        cmp = json.loads(path.read_text())
+        assert f"{cmp['name']}: {cmp['label_a']} / {cmp['label_b']}, {cmp['phases']} phase pair(s)" in text
