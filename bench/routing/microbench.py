@@ -35,6 +35,7 @@ from pathlib import Path
 
 from llmd_ray.routing import Endpoint, RoutingRequest, Scheduler, default_config
 from llmd_ray.routing.hashing import block_hashes
+from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.testing import FakeClock
 
 BLOCK = 128
@@ -70,6 +71,7 @@ def main(argv=None) -> dict:
 
     clock = FakeClock(time.time())  # simulated time: one arrival every 1/rate s
     sched = Scheduler.from_config(default_config(), seed=args.seed, clock=clock)
+    index = sched.plugin_of_type(PrefixCacheScorer).index  # the prefix-cache plugin's approximate index
     ids = [f"replica-{i:02d}" for i in range(N_ENDPOINTS)]
     t0 = time.perf_counter()
     systems = [tokens(rng, SYSTEM_TOKENS) for _ in range(N_SYSTEM)]
@@ -80,7 +82,7 @@ def main(argv=None) -> dict:
         for _ in range(PER_SYSTEM):
             prompt = sys_tokens + tokens(rng, USER_TOKENS)
             hashes = block_hashes(prompt, BLOCK, parent_hash=None)
-            sched.index.record(rng.choice(homes), hashes)
+            index.record(rng.choice(homes), hashes)
             cached.append(prompt)
     build_s = time.perf_counter() - t0
     assert block_hashes(cached[0][:SYSTEM_TOKENS], BLOCK) == system_hashes[0]
@@ -135,7 +137,7 @@ def main(argv=None) -> dict:
         "benchmark": "routing decision latency (default scheduler)",
         "endpoints": N_ENDPOINTS, "cached_prefixes": len(cached), "prompt_tokens": SYSTEM_TOKENS + USER_TOKENS,
         "block_size": BLOCK, "blocks_per_prompt": (SYSTEM_TOKENS + USER_TOKENS) // BLOCK,
-        "index_blocks": sum(sched.index.num_blocks(ep) for ep in ids), "decisions": args.decisions,
+        "index_blocks": sum(index.num_blocks(ep) for ep in ids), "decisions": args.decisions,
         "mix": kinds, "simulated_rate_per_s": args.rate, "index_build_s": round(build_s, 2),
         "schedule": summary(t_sched), "schedule_prehashed": summary(t_pre), "hash": summary(t_hash),
         "schedule_cpu": summary(t_sched_cpu), "schedule_prehashed_cpu": summary(t_pre_cpu),

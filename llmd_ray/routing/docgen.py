@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic_core import PydanticUndefined
 
-from llmd_ray.routing.framework import Filter, Picker, Plugin, ProfileHandler, Scorer
+from llmd_ray.routing.framework import Filter, Picker, Plugin, Scorer
 from llmd_ray.routing.registry import PLUGIN_TYPES
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "routing" / "plugins.md"
@@ -24,7 +24,7 @@ _RST_LITERAL = re.compile(r"(?<!`)``(?!`)")
 
 
 def kind_of(cls: type[Plugin]) -> str:
-    for base, kind in ((Filter, "filter"), (Scorer, "scorer"), (Picker, "picker"), (ProfileHandler, "profile handler")):
+    for base, kind in ((Filter, "filter"), (Scorer, "scorer"), (Picker, "picker")):
         if issubclass(cls, base):
             return kind
     return "plugin"

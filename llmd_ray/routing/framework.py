@@ -1,20 +1,23 @@
-"""The scheduling framework: filters -> weighted scorers -> one picker, per profile.
+"""The scheduling framework: filters -> weighted scorers -> one picker, in one profile.
 
 Modelled on llm-d's inference scheduler (Gateway API Inference Extension EPP):
 
-* a ``Filter`` narrows the candidate endpoints (and says why);
+* a ``Filter`` narrows the candidate endpoints and returns a typed
+  ``FilterResult`` (what it kept, why, and its cache-affinity verdict);
 * each ``Scorer`` scores every remaining endpoint in [0, 1] (the framework
-  clamps; NaN counts as 0); a profile sums ``weight * score``;
-* one ``Picker`` ranks the endpoints from those totals, best first;
-* a ``ProfileHandler`` decides which profiles run for a request (one, or e.g.
-  ``decode`` then ``prefill`` for P/D), and which result is primary.
+  clamps; NaN counts as 0); the profile sums ``weight * score``;
+* one ``Picker`` ranks the endpoints from those totals, best first.
 
-Plugins share per-decision state through ``CycleState`` (the request, the
-prefix matches computed once) and long-lived resources through
-``PluginHandle`` (the approximate prefix index, the precise index view, the
-clock, a seeded RNG). ``schedule`` does not change router state: the caller
-reports the replica actually used with ``Scheduler.on_routed`` (Ray may try
-several, in rank order), which feeds ``Plugin.on_routed``.
+A scheduler runs exactly one profile: under P/D each role is its own
+deployment with its own router.
+
+Plugins own their state (the ``prefix-cache`` plugin owns the approximate
+prefix index) and share per-decision data through ``CycleState``; the
+scheduler lends them long-lived resources through ``PluginHandle`` (the
+clock, a seeded RNG, the precise index view). ``schedule`` does not change
+router state: the caller reports the replica actually used with
+``Scheduler.on_routed`` (Ray may try several, in rank order), which feeds
+``Plugin.on_routed``.
 """
 
 from __future__ import annotations
@@ -22,18 +25,17 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from llmd_ray.routing.index import ApproximatePrefixIndex
 from llmd_ray.routing.types import Endpoint, RoutingRequest
 
 if TYPE_CHECKING:
     from llmd_ray.routing.table import Candidates, LazyOrder
-    from llmd_ray.routing.plugins.precise_prefix_cache import PreciseIndexView
 
 Category = Literal["affinity", "distribution", "balance"]
 
@@ -44,11 +46,23 @@ class PluginParameters(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
+@runtime_checkable
+class PreciseIndexView(Protocol):
+    """A local, fast view of the KV-event index (no blocking remote call per lookup)."""
+
+    def lookup(self, block_hashes: Sequence[int]) -> Mapping[str, tuple[int, str]]:
+        """Leading blocks held per endpoint and the tier they are in (only endpoints with >= 1)."""
+        ...
+
+    def staleness_s(self) -> float:
+        """Seconds since the view last synced with the index (a heartbeat counts)."""
+        ...
+
+
 @dataclass(slots=True)
 class PluginHandle:
     """Long-lived resources the scheduler lends its plugins."""
 
-    index: ApproximatePrefixIndex
     clock: Callable[[], float]
     rng: random.Random
     precise_view: PreciseIndexView | None = None
@@ -56,32 +70,48 @@ class PluginHandle:
 
 @dataclass(slots=True)
 class CycleState:
-    """Per-decision scratch space: the request, the time, lazily computed matches."""
+    """Per-decision scratch space: the request, the time, data plugins compute once (keyed by plugin)."""
 
     request: RoutingRequest
     now: float
     handle: PluginHandle
-    profile: str | None = None  # the profile now running
-    affinity_off: str | None = None  # set by a filter: this profile's affinity scorers score 0 (why)
-    data: dict[str, Any] = field(default_factory=dict)
-    _matches: dict[str, int] | None = None
-
-    def prefix_matches(self) -> dict[str, int]:
-        """Approximate index: leading blocks each endpoint holds (absent: 0). Computed once."""
-        if self._matches is None:
-            self._matches = self.handle.index.match(self.request.block_hashes)
-        return self._matches
+    data: dict[Any, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class RoutedEvent:
-    """A request was sent to ``endpoint_id``; ``prior_matches`` is the index before recording it."""
+    """A request was sent to ``endpoint_id`` at ``now``."""
 
     request: RoutingRequest
     endpoint_id: str
-    profile: str | None
-    prior_matches: dict[str, int]
     now: float
+
+
+class Affinity(StrEnum):
+    """A filter's verdict on cache affinity for one request."""
+
+    WARM = "warm"  # kept the endpoints holding the prefix
+    COLD = "cold"  # no useful match anywhere: kept all
+    RELEASED = "released"  # every warm endpoint saturated: kept all, routed by load
+    IMBALANCED = "imbalanced"  # the fleet is skewed: kept all, routed by load
+
+    @property
+    def by_load(self) -> bool:
+        """The profile's affinity scorers score 0 for this request, so load decides."""
+        return self is Affinity.RELEASED or self is Affinity.IMBALANCED
+
+
+@dataclass(slots=True)
+class FilterResult:
+    """What a filter decided.
+
+    ``kept``: from ``Filter.filter``, the endpoints kept (a list); from
+    ``Filter.filter_table``, a keep-mask over the candidates, or None for all.
+    """
+
+    kept: list[Endpoint] | np.ndarray | None
+    reason: str  # human-readable, for explain() and logs
+    affinity: Affinity | None = None  # set by filters that judge cache affinity
 
 
 class Plugin:
@@ -94,6 +124,9 @@ class Plugin:
         self.name = name
         self.params = params
         self.handle = handle
+
+    def prepare(self, cycle: CycleState, endpoints: Sequence[Endpoint]) -> None:
+        """Before the profile runs, with every endpoint (llm-d's PrepareData): e.g. sync state from their stats."""
 
     def on_routed(self, event: RoutedEvent) -> None:
         """The request was sent to ``event.endpoint_id`` (llm-d's PreRequest)."""
@@ -113,21 +146,24 @@ class Plugin:
 
 
 class Filter(Plugin):
-    def filter(self, cycle: CycleState, endpoints: list[Endpoint]) -> tuple[list[Endpoint], str]:
-        """Return the endpoints to keep and a short reason."""
+    def filter(self, cycle: CycleState, endpoints: list[Endpoint]) -> FilterResult:
+        """The endpoints to keep (``FilterResult.kept``, a list), why, and any affinity verdict."""
         raise NotImplementedError
 
-    def filter_table(self, cycle: CycleState, cands: Candidates) -> tuple[np.ndarray | None, str]:
-        """``filter`` over an ``EndpointTable``: a keep-mask over ``cands`` (None: keep all) and the reason.
+    def filter_table(self, cycle: CycleState, cands: Candidates) -> FilterResult:
+        """``filter`` over an ``EndpointTable``: ``kept`` is a keep-mask over ``cands`` (None: keep all).
 
         This default runs ``filter`` on the candidates' objects; plugins override it with array code.
         """
         eps = cands.endpoints()
-        kept, reason = self.filter(cycle, eps)
+        out = self.filter(cycle, eps)
+        kept = out.kept
         if len(kept) == len(eps):
-            return None, reason
-        kept_ids = {e.id for e in kept}
-        return np.fromiter((e.id in kept_ids for e in eps), bool, len(eps)), reason
+            out.kept = None
+        else:
+            kept_ids = {e.id for e in kept}
+            out.kept = np.fromiter((e.id in kept_ids for e in eps), bool, len(eps))
+        return out
 
 
 class Scorer(Plugin):
@@ -155,61 +191,65 @@ class Picker(Plugin):
         return np.asarray(self.pick(cycle, cands.endpoints(), totals.tolist()), dtype=np.intp)
 
 
-class ProfileHandler(Plugin):
-    """Chooses the profiles to run, possibly in rounds, and the primary result.
-
-    ``pick_profiles`` is called repeatedly with the results so far until it
-    returns no names (llm-d's ProfilePicker), so a P/D handler can run
-    ``decode`` first and then decide whether ``prefill`` is worth running.
-    """
-
-    def pick_profiles(
-        self, cycle: CycleState, profiles: Mapping[str, SchedulingProfile], results: Mapping[str, ProfileResult]
-    ) -> list[str]:
-        raise NotImplementedError
-
-    def primary(self, cycle: CycleState, results: Mapping[str, ProfileResult]) -> str:
-        raise NotImplementedError
-
-    def validate_profiles(self, profile_names: Sequence[str]) -> str | None:
-        """An error message if these profiles cannot work with this handler."""
-        return None
-
-
 @dataclass(slots=True)
 class FilterOutcome:
+    """One filter's effect on one decision, as recorded in the result."""
+
     plugin: str
     kept: int
-    removed: list[str]
+    removed: Sequence[str]
     reason: str
+    affinity: Affinity | None = None
 
 
 @dataclass(slots=True)
-class ProfileResult:
-    """One profile's decision; score lists are aligned with ``endpoint_ids``."""
+class SchedulingResult:
+    """One decision; score lists are aligned with ``endpoint_ids``."""
 
+    request_id: str
     profile: str
-    endpoint_ids: list[str]  # the endpoints that passed the filters
-    ranked: list[str]  # best first
-    totals: list[float]
-    scores: dict[str, list[float]]  # scorer name -> clamped, unweighted scores
+    endpoint_ids: Sequence[str]  # the endpoints that passed the filters
+    ranked: Sequence[str]  # best first (empty: nothing eligible)
+    totals: Sequence[float]
+    scores: dict[str, Sequence[float]]  # scorer name -> clamped, unweighted scores
     weights: dict[str, float]
     filters: list[FilterOutcome]
-    affinity_off: str | None = None  # why affinity scorers were switched off, if they were
 
     @property
     def target(self) -> str | None:
         return self.ranked[0] if self.ranked else None
 
+    @property
+    def affinity(self) -> Affinity | None:
+        """The first affinity verdict a filter gave (None: no filter judged affinity)."""
+        return next((f.affinity for f in self.filters if f.affinity is not None), None)
+
+    @property
+    def affinity_off(self) -> str | None:
+        """Which filter switched the affinity scorers off, and why (None: they scored)."""
+        return next((f"{f.plugin}: {f.affinity}" for f in self.filters if f.affinity is not None and f.affinity.by_load),
+                    None)
+
     def total_of(self) -> dict[str, float]:
-        return dict(zip(self.endpoint_ids, self.totals))
+        return {ep: float(t) for ep, t in zip(self.endpoint_ids, self.totals)}
 
     def scores_of(self, endpoint_id: str) -> dict[str, float]:
         i = self.endpoint_ids.index(endpoint_id)
-        return {name: s[i] for name, s in self.scores.items()}
+        return {name: float(s[i]) for name, s in self.scores.items()}
+
+    def as_dict(self) -> dict[str, Any]:
+        """Everything, JSON-ready: for logs and debugging endpoints."""
+        return {
+            "request_id": self.request_id, "profile": self.profile, "ranked": list(self.ranked),
+            "totals": self.total_of(), "weights": self.weights,
+            "scores": {ep: self.scores_of(ep) for ep in self.endpoint_ids},
+            "filters": [{"plugin": f.plugin, "kept": f.kept, "removed": list(f.removed), "reason": f.reason,
+                         "affinity": None if f.affinity is None else str(f.affinity)} for f in self.filters],
+            "affinity_off": self.affinity_off,
+        }
 
     def explain(self, top: int = 5) -> str:
-        lines = [f"profile {self.profile!r}:"]
+        lines = [f"request {self.request_id}: profile {self.profile!r} -> {self.target}"]
         for f in self.filters:
             lines.append(f"  filter {f.plugin}: kept {f.kept}, removed {len(f.removed)} ({f.reason})")
         if self.affinity_off:
@@ -223,44 +263,6 @@ class ProfileResult:
         return "\n".join(lines)
 
 
-@dataclass(slots=True)
-class SchedulingResult:
-    request_id: str
-    primary_profile: str
-    profiles: dict[str, ProfileResult]
-
-    @property
-    def ranked(self) -> list[str]:
-        """The primary profile's endpoint ids, best first (empty: nothing eligible)."""
-        p = self.profiles.get(self.primary_profile)
-        return p.ranked if p is not None else []
-
-    @property
-    def target(self) -> str | None:
-        r = self.ranked
-        return r[0] if r else None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Everything, JSON-ready: for logs and debugging endpoints."""
-        return {
-            "request_id": self.request_id, "primary_profile": self.primary_profile, "ranked": self.ranked,
-            "profiles": {
-                name: {
-                    "ranked": p.ranked, "totals": p.total_of(), "weights": p.weights,
-                    "scores": {ep: p.scores_of(ep) for ep in p.endpoint_ids},
-                    "filters": [{"plugin": f.plugin, "kept": f.kept, "removed": f.removed, "reason": f.reason}
-                                for f in p.filters],
-                    "affinity_off": p.affinity_off,
-                }
-                for name, p in self.profiles.items()
-            },
-        }
-
-    def explain(self, top: int = 5) -> str:
-        head = f"request {self.request_id}: primary {self.primary_profile!r} -> {self.target}"
-        return "\n".join([head] + [p.explain(top) for p in self.profiles.values()])
-
-
 class SchedulingProfile:
     """filters -> weighted scorers -> picker."""
 
@@ -270,24 +272,28 @@ class SchedulingProfile:
         self.scorers = list(scorers)
         self.picker = picker
 
-    def run(self, cycle: CycleState, endpoints: list[Endpoint]) -> ProfileResult:
-        cycle.profile = self.name
-        cycle.affinity_off = None
+    def run(self, cycle: CycleState, endpoints: list[Endpoint]) -> SchedulingResult:
         outcomes: list[FilterOutcome] = []
+        by_load = False
         for f in self.filters:
             if not endpoints:
                 break
-            kept, reason = f.filter(cycle, endpoints)
+            out = f.filter(cycle, endpoints)
+            kept = out.kept
             if len(kept) != len(endpoints):
                 kept_ids = {e.id for e in kept}
                 removed = [e.id for e in endpoints if e.id not in kept_ids]
             else:
                 removed = []
-            outcomes.append(FilterOutcome(f.name, len(kept), removed, reason))
+            outcomes.append(FilterOutcome(f.name, len(kept), removed, out.reason, out.affinity))
+            by_load = by_load or (out.affinity is not None and out.affinity.by_load)
             endpoints = kept
-        return self._score_and_pick(cycle, endpoints, outcomes)
+        return self.score_and_pick(cycle, endpoints, outcomes, by_load)
 
-    def _score_and_pick(self, cycle: CycleState, endpoints: list[Endpoint], outcomes: list[FilterOutcome]):
+    def score_and_pick(
+        self, cycle: CycleState, endpoints: list[Endpoint], outcomes: list[FilterOutcome], by_load: bool
+    ) -> SchedulingResult:
+        """The scorers and the picker over the filtered ``endpoints`` (``by_load``: affinity scorers score 0)."""
         n = len(endpoints)
         totals = [0.0] * n
         scores: dict[str, list[float]] = {}
@@ -295,7 +301,7 @@ class SchedulingProfile:
         for scorer, w in self.scorers:
             if not n:
                 raw = []
-            elif cycle.affinity_off is not None and scorer.category == "affinity":
+            elif by_load and scorer.category == "affinity":
                 raw = [0.0] * n
             else:
                 raw = scorer.score(cycle, endpoints)
@@ -307,7 +313,7 @@ class SchedulingProfile:
             weights[scorer.name] = w
             totals = [t + w * x for t, x in zip(totals, s)]
         order = self.picker.pick(cycle, endpoints, totals) if n else []
-        return ProfileResult(
-            profile=self.name, endpoint_ids=[e.id for e in endpoints], ranked=[endpoints[i].id for i in order],
-            totals=totals, scores=scores, weights=weights, filters=outcomes, affinity_off=cycle.affinity_off,
+        return SchedulingResult(
+            request_id=cycle.request.request_id, profile=self.name, endpoint_ids=[e.id for e in endpoints],
+            ranked=[endpoints[i].id for i in order], totals=totals, scores=scores, weights=weights, filters=outcomes,
         )

@@ -14,15 +14,12 @@ from llmd_ray.routing.plugins.precise_prefix_cache import PrecisePrefixCacheScor
 from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.plugins.prefix_cache_affinity import PrefixCacheAffinityFilter
 from llmd_ray.routing.plugins.queue import QueueScorer
-from llmd_ray.routing.plugins.role import RoleFilter
 from llmd_ray.routing.plugins.session_affinity import SessionAffinityScorer
-from llmd_ray.routing.plugins.single_profile import SingleProfileHandler
 from llmd_ray.routing.plugins.weighted_random import WeightedRandomPicker
 
 PLUGIN_TYPES: tuple[type[Plugin], ...] = (
     # filters
     PrefixCacheAffinityFilter,
-    RoleFilter,
     # scorers
     PrefixCacheScorer,
     PrecisePrefixCacheScorer,
@@ -35,9 +32,13 @@ PLUGIN_TYPES: tuple[type[Plugin], ...] = (
     # pickers
     MaxScorePicker,
     WeightedRandomPicker,
-    # profile handlers
-    SingleProfileHandler,
 )
+
+# Types a config may still name, and why they are gone (the config error says so).
+RETIRED_TYPES: dict[str, str] = {
+    "role": "removed: under P/D each role is its own deployment with its own router, so no role filter is needed",
+    "single-profile": "removed: a scheduler runs exactly one scheduling profile",
+}
 
 
 def types_by_name(types: Sequence[type[Plugin]] = PLUGIN_TYPES) -> dict[str, type[Plugin]]:

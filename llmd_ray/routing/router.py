@@ -29,6 +29,7 @@ from typing import Any
 from ray.serve.request_router import PendingRequest, ReplicaID, ReplicaResult, RequestRouter, RunningReplica
 
 from llmd_ray.routing.kv_event_index import IndexMirror
+from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.scheduler import Scheduler
 from llmd_ray.routing.types import Endpoint, RoutingRequest
 
@@ -106,6 +107,7 @@ class LLMDRequestRouter(RequestRouter):
         self._fallback_counts = [
             (name, p.fallbacks) for name, p in self._scheduler.plugins.items() if isinstance(getattr(p, "fallbacks", None), dict)
         ]
+        self._prefix = self._scheduler.plugin_of_type(PrefixCacheScorer)  # its index predicts cache hits
         self._block_size = block_size
         self._hash_seed = hash_seed
         self._in_flight: dict[str, int] = defaultdict(int)
@@ -221,10 +223,11 @@ class LLMDRequestRouter(RequestRouter):
         self._in_flight[rid] += 1
         if request is None:
             return
-        matched = self._scheduler.index.match(request.block_hashes).get(rid, 0)
-        self._metrics.predicted_hit.observe(
-            matched * request.block_size / len(request.token_ids) if request.token_ids else 0.0
-        )
+        if self._prefix is not None:
+            matched = self._prefix.index.match(request.block_hashes).get(rid, 0)
+            self._metrics.predicted_hit.observe(
+                matched * request.block_size / len(request.token_ids) if request.token_ids else 0.0
+            )
         self._metrics.decisions.inc(tags={"outcome": self._outcomes.pop(key, "unknown")})
         self._scheduler.on_routed(request, rid)
         if self._mirror is not None:  # held until the engine's KV events confirm it (or the TTL passes)
@@ -260,12 +263,8 @@ class LLMDRequestRouter(RequestRouter):
     @staticmethod
     def _outcome(result) -> str:
         """The affinity filter's verdict (warm/cold/released/imbalanced) for metrics."""
-        profile = result.profiles.get(result.primary_profile)
-        for f in profile.filters if profile is not None else ():
-            word = f.reason.split(":", 1)[0]
-            if word in ("warm", "cold", "released", "imbalanced"):
-                return word
-        return "no_affinity_filter"
+        affinity = result.affinity
+        return "no_affinity_filter" if affinity is None else str(affinity)
 
     def routing_snapshot(self) -> dict[str, Any]:
         """Router-side state for debugging: in-flight counts and plugin counters."""

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from llmd_ray.routing.framework import CycleState, FilterOutcome, ProfileResult, SchedulingProfile
+from llmd_ray.routing.framework import CycleState, FilterOutcome, SchedulingProfile, SchedulingResult
 from llmd_ray.routing.types import Endpoint
 
 _tables = itertools.count(1)
@@ -237,32 +237,33 @@ class RankedIds(Sequence[str]):
 SMALL_CANDIDATES = 48  # run_profile scores fewer candidates with the per-endpoint code (same result)
 
 
-def run_profile(profile: SchedulingProfile, cycle: CycleState, table: EndpointTable) -> ProfileResult:
+def run_profile(profile: SchedulingProfile, cycle: CycleState, table: EndpointTable) -> SchedulingResult:
     """``SchedulingProfile.run`` on arrays: the same decision, bit for bit. ``endpoint_ids``, ``ranked`` and
     ``removed`` are lazy ``IdList``s; ``totals`` and the score lists are numpy arrays."""
-    cycle.profile = profile.name
-    cycle.affinity_off = None
     cands = Candidates(table)
     outcomes: list[FilterOutcome] = []
+    by_load = False
     for f in profile.filters:
         if not len(cands):
             break
-        mask, reason = f.filter_table(cycle, cands)
+        out = f.filter_table(cycle, cands)
+        mask = out.kept
+        by_load = by_load or (out.affinity is not None and out.affinity.by_load)
         if mask is None:
-            outcomes.append(FilterOutcome(f.name, len(cands), [], reason))
+            outcomes.append(FilterOutcome(f.name, len(cands), [], out.reason, out.affinity))
             continue
         removed = IdList(table.ids, cands.idx[~mask])
         cands = cands.keep(mask)
-        outcomes.append(FilterOutcome(f.name, len(cands), removed, reason))
+        outcomes.append(FilterOutcome(f.name, len(cands), removed, out.reason, out.affinity))
     n = len(cands)
     if n < SMALL_CANDIDATES:  # e.g. a warm set: per-endpoint code is cheaper than numpy here
-        return profile._score_and_pick(cycle, cands.endpoints(), outcomes)
+        return profile.score_and_pick(cycle, cands.endpoints(), outcomes, by_load)
     totals = np.zeros(n)
     scores: dict[str, np.ndarray] = {}
     weights: dict[str, float] = {}
     zeros = None
     for scorer, w in profile.scorers:
-        if cycle.affinity_off is not None and scorer.category == "affinity" or not n:
+        if by_load and scorer.category == "affinity" or not n:
             if math.isfinite(w):  # all 0: the totals do not change (inf x 0 would make them NaN)
                 zeros = np.zeros(n) if zeros is None else zeros
                 scores[scorer.name] = zeros
@@ -280,7 +281,7 @@ def run_profile(profile: SchedulingProfile, cycle: CycleState, table: EndpointTa
     order = profile.picker.pick_table(cycle, cands, totals) if n else np.zeros(0, np.intp)
     ranked = RankedIds(table.ids, cands.idx, order) if isinstance(order, LazyOrder) else IdList(
         table.ids, cands.idx[order])
-    return ProfileResult(
-        profile=profile.name, endpoint_ids=cands.ids(), ranked=ranked,
-        totals=totals, scores=scores, weights=weights, filters=outcomes, affinity_off=cycle.affinity_off,
+    return SchedulingResult(
+        request_id=cycle.request.request_id, profile=profile.name, endpoint_ids=cands.ids(), ranked=ranked,
+        totals=totals, scores=scores, weights=weights, filters=outcomes,
     )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llmd_ray.routing.framework import CycleState, Plugin, PluginHandle
-from llmd_ray.routing.index import ApproximatePrefixIndex
+from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer, UsesPrefixIndex
 from llmd_ray.routing.types import Endpoint, RoutingRequest
 
 
@@ -25,17 +25,22 @@ class FakeClock:
         self.t += dt
 
 
-def make_handle(
-    index: ApproximatePrefixIndex | None = None, clock: FakeClock | None = None, seed: int = 0, precise_view: Any = None
-) -> PluginHandle:
-    return PluginHandle(index or ApproximatePrefixIndex(), clock or FakeClock(), random.Random(seed), precise_view)
+def make_handle(clock: FakeClock | None = None, seed: int = 0, precise_view: Any = None) -> PluginHandle:
+    return PluginHandle(clock or FakeClock(), random.Random(seed), precise_view)
 
 
 def make_plugin(
-    cls: type[Plugin], handle: PluginHandle | None = None, name: str | None = None, **params: Any
+    cls: type[Plugin], handle: PluginHandle | None = None, name: str | None = None,
+    prefix: PrefixCacheScorer | None = None, **params: Any
 ) -> Plugin:
-    """Instantiate a plugin directly; ``params`` use the YAML (camelCase) or Python names."""
-    return cls(name or cls.type, cls.Parameters.model_validate(params), handle or make_handle())
+    """Instantiate a plugin directly; ``params`` use the YAML (camelCase) or Python names.
+
+    A plugin that reads the prefix index gets ``prefix`` (default: a new ``prefix-cache`` plugin)."""
+    handle = handle or make_handle()
+    plugin = cls(name or cls.type, cls.Parameters.model_validate(params), handle)
+    if isinstance(plugin, UsesPrefixIndex):
+        plugin.prefix = prefix or make_plugin(PrefixCacheScorer, handle)
+    return plugin
 
 
 def make_cycle(request: RoutingRequest, handle: PluginHandle) -> CycleState:

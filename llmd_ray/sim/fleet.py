@@ -28,6 +28,7 @@ from llmd_ray.autoscaling.config import AutoscalerConfig, VariantSpec
 from llmd_ray.autoscaling.demand import classify
 from llmd_ray.autoscaling.optimizer import Optimizer
 from llmd_ray.autoscaling.demand import DemandItem
+from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.scheduler import Scheduler
 from llmd_ray.routing.table import EndpointTable
 from llmd_ray.routing.types import Endpoint, RoutingRequest
@@ -279,7 +280,8 @@ class Simulator:
     def _candidates(self, sched: Scheduler, rr: RoutingRequest, eps: list[Endpoint]) -> list[Endpoint]:
         """Prefix holders first, then a seeded sample (bounds the per-decision cost at fleet scale)."""
         k = self.candidates
-        holders = sched.index.match(rr.block_hashes)
+        prefix = sched.plugin_of_type(PrefixCacheScorer)
+        holders = prefix.index.match(rr.block_hashes) if prefix is not None else {}
         get = eps.get if isinstance(eps, EndpointTable) else {e.id: e for e in eps}.get
         chosen = [e for i, _ in sorted(holders.items(), key=lambda kv: -kv[1]) if (e := get(i)) is not None][: k // 2]
         ids = {e.id for e in chosen}

@@ -28,9 +28,8 @@ def error_of(config) -> str:
         (cfg([{"type": "prefix-cache-affinity", "parameters": {"prefillTokensPerSecond": "fast"}}]),
          "plugin 'prefix-cache-affinity' (prefix-cache-affinity): parameters.prefillTokensPerSecond: "
          "input should be a valid number"),
-        (cfg([{"type": "role"}]), "plugin 'role' (role): parameters.role: field required"),
-        (cfg([{"type": "role", "parameters": {"role": "encode"}}]),
-         "plugin 'role' (role): parameters.role: input should be"),
+        (cfg([{"type": "role", "parameters": {"role": "decode"}}]),
+         "plugins[0].type: plugin type 'role' was removed: under P/D each role is its own deployment"),
         (cfg([{"type": "precise-prefix-cache", "name": "pp", "parameters": {"tierWeights": {"gpu": "x"}}}]),
          "plugin 'pp' (precise-prefix-cache): parameters.tierWeights.gpu: input should be a valid number"),
         (cfg([{"type": "nope"}]), "plugins[0].type: unknown plugin type 'nope' (known: prefix-cache-affinity"),
@@ -38,19 +37,18 @@ def error_of(config) -> str:
         (cfg([{"type": "queue", "weight": 2}]), "plugins[0].weight: extra inputs are not permitted"),
         (cfg([], [{"name": "default", "plugins": [{"pluginRef": "ghost"}]}]),
          "profile 'default': plugins[0].pluginRef 'ghost': no plugin of that name"),
-        (cfg([{"type": "role", "parameters": {"role": "decode"}}],
-             [{"name": "default", "plugins": [{"pluginRef": "role", "weight": 2}]}]),
-         "profile 'default': plugins[0].pluginRef 'role': weight applies to scorers only"),
+        (cfg([{"type": "prefix-cache-affinity"}],
+             [{"name": "default", "plugins": [{"pluginRef": "prefix-cache-affinity", "weight": 2}]}]),
+         "profile 'default': plugins[0].pluginRef 'prefix-cache-affinity': weight applies to scorers only"),
         (cfg([{"type": "queue"}], [{"name": "default", "plugins": [{"pluginRef": "queue", "weight": -1}]}]),
          "schedulingProfiles[0].plugins[0].weight: input should be greater than or equal to 0"),
         (cfg([{"type": "max-score"}, {"type": "weighted-random"}],
              [{"name": "default", "plugins": [{"pluginRef": "max-score"}, {"pluginRef": "weighted-random"}]}]),
          "profile 'default': at most one picker, got max-score, weighted-random"),
-        (cfg([{"type": "single-profile"}], [{"name": "default", "plugins": [{"pluginRef": "single-profile"}]}]),
-         "profile 'default': plugins[0].pluginRef 'single-profile': a single-profile cannot be part of a profile"),
         (cfg([], [{"name": "a", "plugins": []}, {"name": "b", "plugins": []}]),
-         "profile handler 'single-profile' (single-profile): runs exactly one scheduling profile, 2 configured"),
-        (cfg([], [{"name": "a", "plugins": []}, {"name": "a", "plugins": []}]), "profile 'a': duplicate profile name"),
+         "schedulingProfiles: a scheduler runs exactly one profile, got 2 (a, b)"),
+        (cfg([{"type": "queue", "name": "prefix-cache"}, {"type": "no-hit-lru"}]),
+         "plugin 'prefix-cache' (queue): the name is needed for the prefix index of no-hit-lru"),
         ({"plugins": []}, "schedulingProfiles: field required"),
         ({"plugins": [], "schedulingProfiles": []}, "schedulingProfiles: list should have at least 1 item"),
         ({**cfg([]), "kind": "Other"}, "kind: input should be 'EndpointPickerConfig'"),
@@ -86,23 +84,22 @@ schedulingProfiles:
     weight: 2.5
   - pluginRef: load-aware
 """)
-    prof = sched.profiles["default"]
-    assert [(s.name, w) for s, w in prof.scorers] == [("q", 2.5), ("load-aware", 1.0)]
+    prof = sched.profile
+    assert prof.name == "default" and [(s.name, w) for s, w in prof.scorers] == [("q", 2.5), ("load-aware", 1.0)]
     assert sched.plugins["load-aware"].params.threshold == 8
     assert prof.picker.type == "max-score"  # default picker
-    assert sched.handler.type == "single-profile"  # default handler
 
 
 def test_default_config():
     SchedulerConfig.model_validate(default_config())
     sched = Scheduler.from_config(None)
     again = Scheduler.from_config(DEFAULT_CONFIG_YAML)
-    prof = sched.profiles["default"]
+    prof = sched.profile
     assert [f.type for f in prof.filters] == ["prefix-cache-affinity"]
     assert [(s.type, w) for s, w in prof.scorers] == [
         ("prefix-cache", 3), ("queue", 2), ("kv-cache-utilization", 2), ("session-affinity", 1)]
     assert prof.picker.type == "max-score"
-    assert list(again.profiles) == ["default"]
+    assert again.profile.name == "default"
 
 
 def test_parameters_accept_python_names_too():

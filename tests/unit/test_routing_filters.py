@@ -1,14 +1,14 @@
-"""Filters: prefix-cache-affinity (sticky until saturated, imbalance gate) and role."""
+"""Filters: prefix-cache-affinity (sticky until saturated, imbalance gate), with its typed verdicts."""
 
 import inspect
 import re
 
 import pytest
 
-from llmd_ray.routing.framework import RoutedEvent
+from llmd_ray.routing.framework import Affinity, RoutedEvent
 from llmd_ray.routing.plugins import prefix_cache_affinity
+from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.plugins.prefix_cache_affinity import PrefixCacheAffinityFilter
-from llmd_ray.routing.plugins.role import RoleFilter
 from llmd_ray.routing.testing import FakeClock, make_cycle, make_endpoints, make_handle, make_plugin, make_request
 
 # The algorithm as the module's header comment states it. Changing the algorithm means changing both.
@@ -42,9 +42,10 @@ BLOCKS = [1, 2, 3, 4, 5]
 
 def setup(records, params=None, clock=None):
     handle = make_handle(clock=clock)
+    prefix = make_plugin(PrefixCacheScorer, handle)  # owns the approximate index the filter reads
     for ep, n in records.items():
-        handle.index.record(ep, make_request(BLOCKS[:n]).block_hashes)
-    return handle, make_plugin(PrefixCacheAffinityFilter, handle, **{**PARAMS, **(params or {})})
+        prefix.index.record(ep, make_request(BLOCKS[:n]).block_hashes)
+    return handle, make_plugin(PrefixCacheAffinityFilter, handle, prefix=prefix, **{**PARAMS, **(params or {})})
 
 
 @pytest.mark.parametrize(
@@ -79,10 +80,10 @@ def test_prefix_cache_affinity(records, fields, params, kept, reason, affinity_o
     handle, f = setup(records, params)
     eps = make_endpoints(3, **fields)
     cycle = make_cycle(make_request(BLOCKS), handle)
-    out, why = f.filter(cycle, eps)
-    assert [e.id for e in out] == kept
-    assert why.startswith(reason)
-    assert (cycle.affinity_off is not None) == affinity_off
+    out = f.filter(cycle, eps)
+    assert [e.id for e in out.kept] == kept
+    assert out.affinity is Affinity(reason) and out.reason.startswith(reason)
+    assert out.affinity.by_load == affinity_off
     assert f.stats()["outcomes"][reason] == 1
 
 
@@ -90,34 +91,35 @@ def test_backlog_from_routed_requests_saturates_then_drains():
     clock = FakeClock()
     handle, f = setup({"e1": 5}, clock=clock)
     req = make_request(BLOCKS)  # 20 tokens, 5 blocks of 4
+    cold = make_request([9, 8, 7, 6, 5])  # 20 tokens nobody holds
     eps = make_endpoints(3)
     # 6 cold routings of 20 tokens: backlog 120 > threshold 100
     for _ in range(6):
-        f.on_routed(RoutedEvent(req, "e1", None, {}, clock()))
+        f.on_routed(RoutedEvent(cold, "e1", clock()))
     assert f.backlog("e1", clock()) == 120
-    out, why = f.filter(make_cycle(req, handle), eps)
-    assert why.startswith("released") and len(out) == 3
+    out = f.filter(make_cycle(req, handle), eps)
+    assert out.affinity is Affinity.RELEASED and len(out.kept) == 3
     clock.advance(0.5)  # drains at 100 tokens/s
     assert f.backlog("e1", clock()) == pytest.approx(70)
-    out, why = f.filter(make_cycle(req, handle), eps)
-    assert why.startswith("warm") and [e.id for e in out] == ["e1"]
+    out = f.filter(make_cycle(req, handle), eps)
+    assert out.affinity is Affinity.WARM and [e.id for e in out.kept] == ["e1"]
     clock.advance(10)
     assert f.backlog("e1", clock()) == 0
 
 
-def test_backlog_counts_only_uncached_tokens_and_profile():
-    handle, f = setup({}, {"profile": "prefill"})
+def test_backlog_counts_only_uncached_tokens():
+    handle, f = setup({"e0": 4})
     req = make_request(BLOCKS, tail=3)  # 23 tokens
-    f.on_routed(RoutedEvent(req, "e0", "prefill", {"e0": 4}, 1000.0))  # 16 cached
-    f.on_routed(RoutedEvent(req, "e1", "decode", {}, 1000.0))  # other profile: ignored
-    assert f.backlog("e0", 1000.0) == 7 and f.backlog("e1", 1000.0) == 0
+    f.on_routed(RoutedEvent(req, "e0", 1000.0))  # 16 cached in the prefix index
+    f.on_routed(RoutedEvent(req, "e1", 1000.0))  # nothing cached
+    assert f.backlog("e0", 1000.0) == 7 and f.backlog("e1", 1000.0) == 23
     f.remove_endpoint("e0")
     assert f.backlog("e0", 1000.0) == 0
 
 
 def test_engine_queue_and_backlog_take_the_max():
     handle, f = setup({})
-    f.on_routed(RoutedEvent(make_request(BLOCKS), "e0", None, {}, 1000.0))  # 20 tokens
+    f.on_routed(RoutedEvent(make_request(BLOCKS), "e0", 1000.0))  # 20 tokens
     e0, e1 = make_endpoints(2, num_waiting=[1, 3])
     assert f.load(e0, 1000.0) == 20 and f.load(e1, 1000.0) == 30
 
@@ -137,22 +139,5 @@ class View:
 def test_precise_match_source(staleness, kept):
     handle, f = setup({"e0": 5}, {"matchSource": "precise"})
     handle.precise_view = View({"e2": (5, "gpu")}, staleness)
-    out, _ = f.filter(make_cycle(make_request(BLOCKS), handle), make_endpoints(3))
-    assert [e.id for e in out] == kept  # stale view: falls back to the approximate index
-
-
-@pytest.mark.parametrize(
-    "role, accept_both, roles, kept",
-    [
-        ("prefill", True, ["prefill", "decode", "both"], ["e0", "e2"]),
-        ("decode", True, ["prefill", "decode", "both"], ["e1", "e2"]),
-        ("decode", False, ["prefill", "decode", "both"], ["e1"]),
-        ("both", True, ["prefill", "decode", "both"], ["e2"]),
-        ("prefill", False, ["decode", "decode", "both"], []),
-    ],
-)
-def test_role(role, accept_both, roles, kept):
-    handle = make_handle()
-    f = make_plugin(RoleFilter, handle, role=role, acceptBoth=accept_both)
-    out, why = f.filter(make_cycle(make_request([1]), handle), make_endpoints(3, role=roles))
-    assert [e.id for e in out] == kept and why.startswith(f"role {role}")
+    out = f.filter(make_cycle(make_request(BLOCKS), handle), make_endpoints(3))
+    assert [e.id for e in out.kept] == kept  # stale view: falls back to the approximate index

@@ -1,4 +1,4 @@
-"""The scheduler end to end: the default profile, the framework's rules, the P/D interface."""
+"""The scheduler end to end: the default profile, the framework's rules, plugin-owned state."""
 
 import math
 import pathlib
@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from llmd_ray.routing import (
-    Endpoint, ProfileHandler, RoutingRequest, Scheduler, Scorer, SchedulingResult, default_config,
+    Affinity, ConfigError, Endpoint, RoutingRequest, Scheduler, Scorer, SchedulingResult, default_config,
 )
+from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.registry import PLUGIN_TYPES
 from llmd_ray.routing.testing import FakeClock
 
@@ -45,14 +46,15 @@ def test_warm_endpoint_chosen_despite_a_longer_queue(sched):
     loads = [2 if f"e{i}" == warm else 0 for i in range(3)]
     r = sched.schedule(req(1, 2), eps(num_waiting=loads))
     assert r.target == warm and r.ranked == [warm]
-    f = r.profiles["default"].filters[0]
-    assert f.reason.startswith("warm") and len(f.removed) == 2
-    assert r.profiles["default"].scores_of(warm)["prefix-cache"] == pytest.approx(15 / 16)
+    f = r.filters[0]
+    assert f.affinity is Affinity.WARM and f.reason.startswith("warm") and len(f.removed) == 2
+    assert r.affinity is Affinity.WARM and r.affinity_off is None
+    assert r.scores_of(warm)["prefix-cache"] == pytest.approx(15 / 16)
 
 
 def test_cold_request_routed_by_load(sched):
     r = sched.schedule(req(7, 7), eps(num_waiting=[3, 0, 1], kv_cache_usage=[0.1, 0.3, 0.1]))
-    assert r.profiles["default"].filters[0].reason.startswith("cold")
+    assert r.affinity is Affinity.COLD and r.filters[0].reason.startswith("cold")
     assert r.ranked == ["e1", "e2", "e0"]  # queue x2 + kv x2: e1 2+1.4=3.4, e2 2*(2/3)+1.8=3.13, e0 0+1.8
 
 
@@ -60,9 +62,8 @@ def test_saturated_warm_endpoint_released(sched):
     warm = route(sched, req(1, 1), eps()).target
     loads = [10 if f"e{i}" == warm else 0 for i in range(3)]  # 10 x 512 tokens > 8000 x 0.5
     r = sched.schedule(req(1, 2), eps(num_waiting=loads))
-    prof = r.profiles["default"]
-    assert prof.filters[0].reason.startswith("released")
-    assert prof.affinity_off and prof.scores["prefix-cache"] == [0.0, 0.0, 0.0]
+    assert r.affinity is Affinity.RELEASED and r.filters[0].reason.startswith("released")
+    assert r.affinity_off == "prefix-cache-affinity: released" and r.scores["prefix-cache"] == [0.0, 0.0, 0.0]
     assert r.target != warm and r.ranked[-1] == warm
     assert sched.stats()["prefix-cache-affinity"]["outcomes"]["released"] == 1
 
@@ -78,10 +79,10 @@ def test_router_backlog_saturates_a_hot_prefix(sched):
 
     first = route(sched, doc_request(0), eps())  # cold: 2048 tokens of backlog
     second = route(sched, doc_request(1), eps())  # warm: + 1920 = 3968 <= 4000
-    assert second.target == first.target and second.profiles["default"].filters[0].reason.startswith("warm")
+    assert second.target == first.target and second.affinity is Affinity.WARM
     sched.on_routed(doc_request(2), first.target)  # + 1920 = 5888 > 4000
     third = sched.schedule(doc_request(3), eps())
-    assert third.profiles["default"].filters[0].reason.startswith("released")
+    assert third.affinity is Affinity.RELEASED
 
 
 def test_imbalance_gate_skips_affinity(sched):
@@ -89,8 +90,7 @@ def test_imbalance_gate_skips_affinity(sched):
     others = [f"e{i}" for i in range(3) if f"e{i}" != warm]
     loads = {warm: 2, others[0]: 0, others[1]: 40}  # warm is not saturated (1024 tokens); the fleet is skewed
     r = sched.schedule(req(1, 2), eps(num_waiting=[loads[f"e{i}"] for i in range(3)]))
-    prof = r.profiles["default"]
-    assert prof.filters[0].reason.startswith("imbalanced") and prof.affinity_off
+    assert r.affinity is Affinity.IMBALANCED and r.affinity_off == "prefix-cache-affinity: imbalanced"
     assert r.target == others[0]
 
 
@@ -100,40 +100,68 @@ def test_session_affinity(sched):
     for i in range(5):
         r = route(sched, RoutingRequest(f"a{i}", short, BS, "s1"), eps())
         assert r.target == first
-        assert r.profiles["default"].scores_of(first)["session-affinity"] == 1.0
+        assert r.scores_of(first)["session-affinity"] == 1.0
     spread = {route(sched, RoutingRequest(f"b{i}", short, BS, f"other{i}"), eps()).target for i in range(12)}
     assert len(spread) > 1  # other sessions are not glued to it
 
 
 # -- framework rules --------------------------------------------------------------------------
+def index_of(sched):
+    return sched.plugin_of_type(PrefixCacheScorer).index
+
+
 def test_schedule_changes_no_state(sched):
     r = req(1, 1)
     sched.schedule(r, eps())
-    assert sched.index.match(r.block_hashes) == {}
+    assert index_of(sched).match(r.block_hashes) == {}
     sched.on_routed(r, "e2")
-    assert sched.index.match(r.block_hashes) == {"e2": 16}
+    assert index_of(sched).match(r.block_hashes) == {"e2": 16}
 
 
 def test_capacity_synced_from_endpoints(sched):
     sched.schedule(req(1, 1), [Endpoint("e0", num_blocks=5), Endpoint("e1")])
-    assert sched.index.capacity("e0") == 5 and sched.index.capacity("e1") == sched.index.default_capacity
+    index = index_of(sched)
+    assert index.capacity("e0") == 5 and index.capacity("e1") == index.default_capacity
 
 
 def test_remove_endpoint_forgets_everywhere(sched):
     r = req(1, 1, session="s")
     sched.on_routed(r, "e0")
     sched.remove_endpoint("e0")
-    assert sched.index.match(r.block_hashes) == {}
+    assert index_of(sched).match(r.block_hashes) == {}
     assert sched.plugins["session-affinity"].endpoint_of("s") is None
 
 
 def test_empty_candidates_give_empty_ranking(sched):
     r = sched.schedule(req(1, 1), [])
     assert r.ranked == [] and r.target is None
-    roles = Scheduler.from_config({
-        "plugins": [{"type": "role", "parameters": {"role": "prefill", "acceptBoth": False}}],
-        "schedulingProfiles": [{"name": "p", "plugins": [{"pluginRef": "role"}]}]})
-    assert roles.schedule(req(1, 1), eps()).ranked == []
+
+
+def affinity_only(order):
+    """prefix-cache-affinity with or without a prefix-cache plugin, declared in ``order``."""
+    plugins = {"affinity": {"type": "prefix-cache-affinity"}, "prefix": {"type": "prefix-cache"}, "queue": {"type": "queue"}}
+    return {"plugins": [plugins[k] for k in order],
+            "schedulingProfiles": [{"name": "default", "plugins": [{"pluginRef": "prefix-cache-affinity"},
+                                                                   {"pluginRef": "queue"}]}]}
+
+
+def test_index_users_share_the_prefix_plugin_and_get_one_when_none_is_configured():
+    sched = Scheduler.from_config(affinity_only(["affinity", "queue"]))
+    prefix = sched.plugins["prefix-cache"]  # added: keeps the index, scores nothing
+    assert isinstance(prefix, PrefixCacheScorer) and sched.plugins["prefix-cache-affinity"].prefix is prefix
+    assert all(s is not prefix for s, _ in sched.profile.scorers)
+    sched.on_routed(req(1, 1), "e1")
+    assert sched.schedule(req(1, 2), eps()).ranked == ["e1"]  # warm: the added plugin recorded the routing
+
+
+@pytest.mark.parametrize("order", [["affinity", "prefix", "queue"], ["prefix", "affinity", "queue"]])
+def test_routed_hooks_see_the_matches_from_before_the_routing_whatever_their_order(order):
+    sched = Scheduler.from_config(affinity_only(order), clock=FakeClock())
+    r = req(1, 1)  # 16 blocks of 16 tokens
+    sched.on_routed(r, "e0")  # cold: 256 uncached tokens
+    sched.schedule(r, eps())
+    sched.on_routed(r, "e0")  # fully cached now: no backlog added
+    assert sched.plugins["prefix-cache-affinity"].backlog("e0", FakeClock()()) == 256
 
 
 class Wild(Scorer):
@@ -161,8 +189,7 @@ def custom(*types, refs):
 
 def test_scores_are_clamped_and_weighted():
     r = custom("wild", refs=["wild"]).schedule(req(1, 1), eps())
-    prof = r.profiles["default"]
-    assert prof.scores["wild"] == [1.0, 0.0, 0.0] and prof.totals == [2.0, 0.0, 0.0]
+    assert r.scores["wild"] == [1.0, 0.0, 0.0] and r.totals == [2.0, 0.0, 0.0]
     assert r.target == "e0"
 
 
@@ -181,62 +208,25 @@ def test_as_dict_is_json_ready(sched):
 
     sched.on_routed(req(1, 1), "e1")
     d = json.loads(json.dumps(sched.schedule(req(1, 2), eps()).as_dict()))
-    prof = d["profiles"]["default"]
-    assert d["ranked"] == ["e1"] and prof["filters"][0]["removed"] == ["e0", "e2"]
-    assert prof["scores"]["e1"]["prefix-cache"] == pytest.approx(15 / 16) and prof["totals"]["e1"] > 0
+    assert d["ranked"] == ["e1"] and d["filters"][0]["removed"] == ["e0", "e2"]
+    assert d["filters"][0]["affinity"] == "warm" and d["profile"] == "default"
+    assert d["scores"]["e1"]["prefix-cache"] == pytest.approx(15 / 16) and d["totals"]["e1"] > 0
 
 
-# -- the P/D interface: a handler may run several profiles, in rounds --------------------------
-class TwoStage(ProfileHandler):
-    type = "test-pd"
-
-    def pick_profiles(self, cycle, profiles, results):
-        if not results:
-            return ["decode"]
-        if "prefill" not in results and cycle.request.num_blocks >= 4:  # long prompts: disaggregate
-            return ["prefill"]
-        return []
-
-    def primary(self, cycle, results):
-        return "decode"
-
-    def validate_profiles(self, names):
-        return None if set(names) == {"prefill", "decode"} else "needs prefill and decode"
+# -- one profile per scheduler; retired multi-profile types -----------------------------------
+def test_one_profile_per_scheduler():
+    two = {"plugins": [{"type": "queue"}], "schedulingProfiles": [
+        {"name": "prefill", "plugins": [{"pluginRef": "queue"}]}, {"name": "decode", "plugins": [{"pluginRef": "queue"}]}]}
+    with pytest.raises(ConfigError, match=r"a scheduler runs exactly one profile, got 2 \(prefill, decode\)"):
+        Scheduler.from_config(two)
 
 
-PD = {
-    "plugins": [
-        {"type": "test-pd"},
-        {"type": "role", "name": "prefill-role", "parameters": {"role": "prefill", "acceptBoth": False}},
-        {"type": "role", "name": "decode-role", "parameters": {"role": "decode", "acceptBoth": False}},
-        {"type": "prefix-cache"}, {"type": "queue"},
-        {"type": "no-hit-lru", "parameters": {"profile": "prefill"}},
-    ],
-    "schedulingProfiles": [
-        {"name": "prefill", "plugins": [{"pluginRef": "prefill-role"}, {"pluginRef": "prefix-cache", "weight": 3},
-                                        {"pluginRef": "no-hit-lru"}, {"pluginRef": "queue"}]},
-        {"name": "decode", "plugins": [{"pluginRef": "decode-role"}, {"pluginRef": "queue"}]},
-    ],
-}
-
-
-def test_pd_handler_runs_both_profiles():
-    sched = Scheduler.from_config(PD, plugin_types=PLUGIN_TYPES + (TwoStage,))
-    fleet = eps(4, role=["prefill", "prefill", "decode", "decode"], num_waiting=[0, 0, 3, 0])
-    r = sched.schedule(req(1, 1), fleet)
-    assert list(r.profiles) == ["decode", "prefill"] and r.primary_profile == "decode"
-    assert r.target == "e3" and set(r.profiles["prefill"].ranked) == {"e0", "e1"}
-    sched.on_routed(req(1, 1), r.profiles["prefill"].target, profile="prefill")
-    sched.on_routed(req(1, 1), r.target, profile="decode")
-    assert sched.plugins["no-hit-lru"].lru_order() == [r.profiles["prefill"].target]
-    short = sched.schedule(RoutingRequest("s", [1] * 20, BS), fleet)
-    assert list(short.profiles) == ["decode"]  # short prompt: no prefill stage
-
-
-def test_pd_handler_validates_its_profiles():
-    bad = {**PD, "schedulingProfiles": PD["schedulingProfiles"][:1]}
-    with pytest.raises(ValueError, match="profile handler 'test-pd' \\(test-pd\\): needs prefill and decode"):
-        Scheduler.from_config(bad, plugin_types=PLUGIN_TYPES + (TwoStage,))
+@pytest.mark.parametrize("retired", ["role", "single-profile"])
+def test_a_retired_plugin_type_is_named_in_the_error(retired):
+    config = {"plugins": [{"type": retired, "parameters": {"role": "decode"}}],
+              "schedulingProfiles": [{"name": "decode", "plugins": [{"pluginRef": retired}]}]}
+    with pytest.raises(ConfigError, match=f"plugins\\[0\\].type: plugin type '{retired}' was removed: "):
+        Scheduler.from_config(config)
 
 
 # -- purity --------------------------------------------------------------------------------------

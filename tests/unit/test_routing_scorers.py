@@ -2,12 +2,12 @@
 
 import pytest
 
-from llmd_ray.routing.framework import RoutedEvent
+from llmd_ray.routing.framework import PreciseIndexView, RoutedEvent
 from llmd_ray.routing.plugins.active_request import ActiveRequestScorer
 from llmd_ray.routing.plugins.kv_cache_utilization import KVCacheUtilizationScorer
 from llmd_ray.routing.plugins.load_aware import LoadAwareScorer
 from llmd_ray.routing.plugins.no_hit_lru import NoHitLRUScorer
-from llmd_ray.routing.plugins.precise_prefix_cache import PreciseIndexView, PrecisePrefixCacheScorer
+from llmd_ray.routing.plugins.precise_prefix_cache import PrecisePrefixCacheScorer
 from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.plugins.queue import QueueScorer
 from llmd_ray.routing.plugins.session_affinity import SessionAffinityScorer
@@ -62,9 +62,25 @@ def test_active_request(in_flight, expected):
 )
 def test_prefix_cache(records, blocks, expected):
     handle = make_handle()
+    prefix = make_plugin(PrefixCacheScorer, handle)
     for ep, bl in records.items():
-        handle.index.record(ep, make_request(bl).block_hashes)
-    assert run(PrefixCacheScorer, make_endpoints(3), make_request(blocks), handle) == approx(expected)
+        prefix.index.record(ep, make_request(bl).block_hashes)
+    assert prefix.score(make_cycle(make_request(blocks), handle), make_endpoints(3)) == approx(expected)
+
+
+def test_prefix_cache_owns_its_index():
+    """Routings are recorded by the plugin's own hooks; prior matches are those before the recording."""
+    handle = make_handle()
+    prefix = make_plugin(PrefixCacheScorer, handle)
+    req = make_request([1, 2, 3])
+    prefix.prepare(make_cycle(req, handle), make_endpoints(2, num_blocks=[2, None]))
+    assert prefix.index.capacity("e0") == 2 and prefix.index.capacity("e1") == prefix.index.default_capacity
+    event = RoutedEvent(req, "e1", 0.0)
+    prefix.on_routed(event)
+    assert prefix.prior_matches(event) == {}  # asked after the hook: still the matches before it
+    assert prefix.matches(make_cycle(req, handle)) == {"e1": 3}
+    prefix.remove_endpoint("e1")
+    assert prefix.index.match(req.block_hashes) == {}
 
 
 def test_prefix_cache_short_request_scores_zero():
@@ -124,16 +140,17 @@ def test_precise_prefix_cache_tiers(hits, params, expected):
 def test_precise_prefix_cache_fallback(view, params, reason, expected):
     handle = make_handle(precise_view=view)
     req = make_request([1, 2, 3, 4])
-    handle.index.record("e0", req.block_hashes)
-    plugin = make_plugin(PrecisePrefixCacheScorer, handle, **params)
+    prefix = make_plugin(PrefixCacheScorer, handle)
+    prefix.index.record("e0", req.block_hashes)
+    plugin = make_plugin(PrecisePrefixCacheScorer, handle, prefix=prefix, **params)
     assert plugin.score(make_cycle(req, handle), make_endpoints(3)) == approx(expected)
     st = plugin.stats()
     assert st["lookups"] == 1
     assert st["fallbacks"] == {k: int(k == reason) for k in ("missing", "stale", "error")}
 
 
-def routed(plugin, req, ep, prior=None, profile=None):
-    plugin.on_routed(RoutedEvent(req, ep, profile, prior or {}, 0.0))
+def routed(plugin, req, ep):
+    plugin.on_routed(RoutedEvent(req, ep, 0.0))
 
 
 @pytest.mark.parametrize(
@@ -156,13 +173,11 @@ def test_session_affinity(history, session, expected):
     assert plugin.score(make_cycle(req, handle), make_endpoints(3)) == expected
 
 
-def test_session_affinity_bounded_profile_and_removal():
-    plugin = make_plugin(SessionAffinityScorer, maxSessions=2, profile="decode")
+def test_session_affinity_bounded_and_removal():
+    plugin = make_plugin(SessionAffinityScorer, maxSessions=2)
     for i in range(3):
-        routed(plugin, make_request([1], session_id=f"s{i}"), "e0", profile="decode")
-    routed(plugin, make_request([1], session_id="s9"), "e0", profile="prefill")  # other profile: ignored
+        routed(plugin, make_request([1], session_id=f"s{i}"), "e0")
     assert plugin.endpoint_of("s0") is None and plugin.endpoint_of("s2") == "e0"
-    assert plugin.endpoint_of("s9") is None
     plugin.remove_endpoint("e0")
     assert plugin.stats() == {"sessions": 0}
 
@@ -181,7 +196,7 @@ def test_no_hit_lru_cold(cold_history, expected):
     handle = make_handle()
     plugin = make_plugin(NoHitLRUScorer, handle)
     for ep in cold_history:
-        routed(plugin, make_request([7]), ep)  # prior_matches empty: a cold request
+        routed(plugin, make_request([7]), ep)  # the prefix index holds nothing: a cold request
     assert plugin.lru_order() == list(dict.fromkeys(reversed(cold_history)))[::-1]
     assert plugin.score(make_cycle(make_request([1]), handle), make_endpoints(4)) == approx(expected)
 
@@ -190,17 +205,16 @@ def test_no_hit_lru_warm_is_neutral_and_warm_routings_not_tracked():
     handle = make_handle()
     plugin = make_plugin(NoHitLRUScorer, handle)
     req = make_request([1, 2])
-    routed(plugin, req, "e0", prior={"e0": 1})  # warm: not tracked
+    plugin.prefix.index.record("e0", req.block_hashes[:1])
+    routed(plugin, req, "e0")  # warm (1 block held): not tracked
     assert plugin.lru_order() == []
-    handle.index.record("e0", req.block_hashes)
     assert plugin.score(make_cycle(req, handle), make_endpoints(3)) == [0.5, 0.5, 0.5]
     assert plugin.score(make_cycle(make_request([5]), handle), make_endpoints(1)) == [1.0]
 
 
-def test_no_hit_lru_profile_and_removal():
-    plugin = make_plugin(NoHitLRUScorer, profile="prefill")
-    routed(plugin, make_request([1]), "e0", profile="decode")
-    routed(plugin, make_request([1]), "e1", profile="prefill")
+def test_no_hit_lru_removal():
+    plugin = make_plugin(NoHitLRUScorer)
+    routed(plugin, make_request([1]), "e1")
     assert plugin.lru_order() == ["e1"]
     plugin.remove_endpoint("e1")
     assert plugin.lru_order() == []

@@ -46,8 +46,7 @@ def run(config, use_table: bool, n_endpoints: int = 120, count: int = 400, track
     table = EndpointTable(eps, track_in_flight=track)
     decisions = []
     for i, request in enumerate(requests(count, rng)):
-        result = sched.schedule(request, table if use_table else eps)
-        res = result.profiles["default"]
+        res = result = sched.schedule(request, table if use_table else eps)
         sched.on_routed(request, result.target)
         table.add_in_flight(result.target, 1)
         if i % 3 == 0:
@@ -57,7 +56,8 @@ def run(config, use_table: bool, n_endpoints: int = 120, count: int = 400, track
                 sched.on_completed(f"x{i}", done.id)
         # read after the state moved on: a lazily ranked result must not see the new in-flight counts
         decisions.append((result.target, list(res.ranked), [float(t) for t in res.totals],
-                          [(f.plugin, f.kept, list(f.removed), f.reason) for f in res.filters], res.affinity_off))
+                          [(f.plugin, f.kept, list(f.removed), f.reason, f.affinity) for f in res.filters],
+                          res.affinity_off))
         if i % 25 == 0:  # a stats refresh
             for e in eps:
                 e.num_waiting = rng.choice([0, 0, 1, 3])
@@ -114,5 +114,4 @@ def test_a_random_subclass_gets_the_same_ranking_through_the_fallback():
     a.handle.rng = _OtherRandom(1)  # not a plain Random: the table path takes its per-draw fallback
     b.handle.rng = random.Random(1)
     request = RoutingRequest("r", [1] * 10, BS)
-    assert list(a.schedule(request, EndpointTable(eps)).profiles["default"].ranked) == \
-        list(b.schedule(request, eps).profiles["default"].ranked)
+    assert list(a.schedule(request, EndpointTable(eps)).ranked) == list(b.schedule(request, eps).ranked)

@@ -5,14 +5,14 @@ wherever it goes. This scorer sends cold requests to the endpoint least
 recently given one, so new prefixes (and the cache growth they bring) spread
 evenly instead of piling onto whichever endpoint a load score ties to.
 
-Inputs: the approximate prefix index (cold = no endpoint holds the first
-block); its own record of which endpoint received each cold request.
+Inputs: the ``prefix-cache`` plugin's approximate index (cold = no endpoint
+holds the first block); its own record of which endpoint received each cold request.
 
 Score: for a cold request, endpoints never given a cold request score 1.0; the
 others ``1 - rank / (n - 1)`` where ``rank`` counts from the least recently
 used (after the never-used ones). For a warm request: 0.5 for all (neutral).
 
-Parameters: ``profile``.
+Parameters: none.
 
 Example:
 
@@ -32,22 +32,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import ClassVar
 
-from pydantic import Field
-
-from llmd_ray.routing.framework import Category, CycleState, PluginParameters, RoutedEvent, Scorer
+from llmd_ray.routing.framework import Category, CycleState, RoutedEvent, Scorer
+from llmd_ray.routing.plugins.prefix_cache import UsesPrefixIndex
 from llmd_ray.routing.types import Endpoint
 
 
-class NoHitLRUParameters(PluginParameters):
-    profile: str | None = Field(
-        None, description="Track only routings made for this profile (e.g. 'prefill' under P/D); null: all."
-    )
-
-
-class NoHitLRUScorer(Scorer):
+class NoHitLRUScorer(UsesPrefixIndex, Scorer):
     type = "no-hit-lru"
     category: ClassVar[Category] = "distribution"
-    Parameters = NoHitLRUParameters
 
     def __init__(self, name, params, handle):
         super().__init__(name, params, handle)
@@ -58,7 +50,7 @@ class NoHitLRUScorer(Scorer):
 
     def score(self, cycle: CycleState, endpoints: list[Endpoint]) -> list[float]:
         n = len(endpoints)
-        if cycle.prefix_matches():
+        if self.prefix.matches(cycle):
             return [0.5] * n
         if n == 1:
             return [1.0]
@@ -72,7 +64,7 @@ class NoHitLRUScorer(Scorer):
         return out
 
     def on_routed(self, event: RoutedEvent) -> None:
-        if event.prior_matches or (self.params.profile is not None and event.profile != self.params.profile):
+        if self.prefix.prior_matches(event):
             return
         self._lru[event.endpoint_id] = None
         self._lru.move_to_end(event.endpoint_id)

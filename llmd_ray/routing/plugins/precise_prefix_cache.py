@@ -9,7 +9,8 @@ view is missing, stale (``staleness_s() > maxStalenessSeconds``) or fails, the
 scorer falls back to the approximate index and counts the fallback.
 
 Inputs: the request's event-form block hashes (``RoutingRequest.event_block_hashes``);
-the ``PreciseIndexView`` set with ``Scheduler.set_precise_view``.
+the ``PreciseIndexView`` (``llmd_ray.routing.framework``) set with ``Scheduler.set_precise_view``;
+on fallback, the ``prefix-cache`` plugin's approximate index.
 
 Score: ``matched_blocks * tier_weight / request_blocks``; on fallback the
 ``prefix-cache`` score (tier weight 1).
@@ -34,12 +35,13 @@ schedulingProfiles:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import ClassVar, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import ClassVar
 
 from pydantic import Field
 
 from llmd_ray.routing.framework import Category, CycleState, PluginParameters, Scorer
+from llmd_ray.routing.plugins.prefix_cache import UsesPrefixIndex
 from llmd_ray.routing.types import Endpoint
 
 SHARED_HOLDER = "object-store"  # the KV index's pseudo-replica for the shared tier (llmd_ray.kv tiers)
@@ -49,19 +51,6 @@ DEFAULT_TIER_WEIGHTS = {
     "cpu": 0.8, "local": 0.8,  # offloaded to the node's CPU memory (medium "CPU")
     "storage": 0.5, "shared": 0.5, "object-store": 0.5,  # shared tiers: a transfer away
 }
-
-
-@runtime_checkable
-class PreciseIndexView(Protocol):
-    """A local, fast view of the KV-event index (no blocking remote call per lookup)."""
-
-    def lookup(self, block_hashes: Sequence[int]) -> Mapping[str, tuple[int, str]]:
-        """Leading blocks held per endpoint and the tier they are in (only endpoints with >= 1)."""
-        ...
-
-    def staleness_s(self) -> float:
-        """Seconds since the view last synced with the index (a heartbeat counts)."""
-        ...
 
 
 def precise_matches(cycle: CycleState, max_staleness_s: float) -> tuple[Mapping[str, tuple[int, str]] | None, str]:
@@ -94,7 +83,7 @@ class PrecisePrefixCacheParameters(PluginParameters):
     fallback_to_approximate: bool = Field(True, description="On fallback use the approximate index (else score 0).")
 
 
-class PrecisePrefixCacheScorer(Scorer):
+class PrecisePrefixCacheScorer(UsesPrefixIndex, Scorer):
     type = "precise-prefix-cache"
     category: ClassVar[Category] = "affinity"
     Parameters = PrecisePrefixCacheParameters
@@ -104,6 +93,9 @@ class PrecisePrefixCacheScorer(Scorer):
         self._weights = {k.lower(): v for k, v in params.tier_weights.items()}
         self.lookups = 0
         self.fallbacks: dict[str, int] = {"missing": 0, "stale": 0, "error": 0}
+
+    def needs_prefix_index(self) -> bool:
+        return self.params.fallback_to_approximate
 
     def tier_weight(self, tier: str) -> float:
         return self._weights.get(tier.lower(), self.params.unknown_tier_weight)
@@ -118,7 +110,7 @@ class PrecisePrefixCacheScorer(Scorer):
             self.fallbacks[reason] += 1
             if not self.params.fallback_to_approximate:
                 return [0.0] * len(endpoints)
-            approx = cycle.prefix_matches()
+            approx = self.prefix.matches(cycle)
             return [approx.get(e.id, 0) / total for e in endpoints]
         # Blocks in the cluster-wide shared tier (held by the pseudo-endpoint
         # SHARED_HOLDER) are a transfer away from EVERY endpoint: credit them to

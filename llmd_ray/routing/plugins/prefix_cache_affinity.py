@@ -25,17 +25,17 @@ buys; then it is released to all endpoints and routed by load. An imbalance
 gate evaluated first routes by load whenever the fleet is badly skewed. The
 algorithm, step by step, is the numbered comment at the top of this module.
 
-Inputs: prefix matches (approximate index, or the precise view with
-``matchSource: precise``); ``Endpoint.num_waiting``, ``in_flight``,
+Inputs: prefix matches (the ``prefix-cache`` plugin's approximate index, or
+the precise view with ``matchSource: precise``); ``Endpoint.num_waiting``, ``in_flight``,
 ``max_ongoing``; the router-side prefill backlog it keeps from ``on_routed``.
 
-Effect: keeps the warm set (reason ``warm``), or keeps all endpoints (reasons
+Effect: keeps the warm set (verdict ``warm``), or keeps all endpoints (verdicts
 ``cold``, ``imbalanced``, ``released``); ``imbalanced`` and ``released`` also
 switch the profile's affinity scorers off.
 
 Parameters: ``prefillTokensPerSecond``, ``maxTtftPenaltySeconds``, ``warmFraction``,
 ``minMatchBlocks``, ``averageUncachedTokens``, ``imbalanceAbsTokens``, ``imbalanceRatio``,
-``matchSource``, ``maxStalenessSeconds``, ``profile``.
+``matchSource``, ``maxStalenessSeconds``.
 
 Example:
 
@@ -65,8 +65,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from llmd_ray.routing.framework import CycleState, Filter, PluginParameters, RoutedEvent
+from llmd_ray.routing.framework import Affinity, CycleState, Filter, FilterResult, PluginParameters, RoutedEvent
 from llmd_ray.routing.plugins.precise_prefix_cache import precise_matches
+from llmd_ray.routing.plugins.prefix_cache import UsesPrefixIndex
 from llmd_ray.routing.types import Endpoint
 
 
@@ -90,10 +91,9 @@ class PrefixCacheAffinityParameters(PluginParameters):
         "approximate", description="Where matches come from; precise falls back to approximate when unusable."
     )
     max_staleness_seconds: float = Field(10.0, gt=0, description="With matchSource precise: oldest usable view.")
-    profile: str | None = Field(None, description="Count backlog only for routings of this profile; null: all.")
 
 
-class PrefixCacheAffinityFilter(Filter):
+class PrefixCacheAffinityFilter(UsesPrefixIndex, Filter):
     type = "prefix-cache-affinity"
     Parameters = PrefixCacheAffinityParameters
 
@@ -101,7 +101,7 @@ class PrefixCacheAffinityFilter(Filter):
         super().__init__(name, params, handle)
         self._backlog: dict[str, tuple[float, float]] = {}  # endpoint -> (tokens, as of)
         self._table = None  # (table uid, members, index_of, tokens array, as-of array): _backlog by position
-        self.outcomes = {"cold": 0, "warm": 0, "released": 0, "imbalanced": 0}
+        self.outcomes = {str(a): 0 for a in (Affinity.COLD, Affinity.WARM, Affinity.RELEASED, Affinity.IMBALANCED)}
 
     @property
     def threshold_tokens(self) -> float:
@@ -122,7 +122,7 @@ class PrefixCacheAffinityFilter(Filter):
             m, _reason = precise_matches(cycle, self.params.max_staleness_seconds)
             if m is not None:
                 return {ep: hit[0] for ep, hit in m.items()}
-        return cycle.prefix_matches()
+        return self.prefix.matches(cycle)
 
     def _loads(self, endpoints: list[Endpoint], now: float) -> list[float]:
         """``load`` for every endpoint, inlined: this runs on every decision."""
@@ -139,31 +139,32 @@ class PrefixCacheAffinityFilter(Filter):
             loads.append(queued)
         return loads
 
-    def filter(self, cycle: CycleState, endpoints: list[Endpoint]) -> tuple[list[Endpoint], str]:
+    def _verdict(self, kept, affinity: Affinity, reason: str) -> FilterResult:
+        self.outcomes[affinity] += 1
+        return FilterResult(kept, reason, affinity)
+
+    def filter(self, cycle: CycleState, endpoints: list[Endpoint]) -> FilterResult:
         p, now = self.params, cycle.now
         loads = self._loads(endpoints, now)
         lo, hi = min(loads), max(loads)
         if hi - lo > p.imbalance_abs_tokens and hi > p.imbalance_ratio * lo:
-            self.outcomes["imbalanced"] += 1
-            cycle.affinity_off = f"{self.name}: imbalanced"
-            return endpoints, f"imbalanced: load {lo:.0f}..{hi:.0f} tokens; affinity skipped"
+            return self._verdict(endpoints, Affinity.IMBALANCED,
+                                 f"imbalanced: load {lo:.0f}..{hi:.0f} tokens; affinity skipped")
         matches = self._matches(cycle)
         get = matches.get
         matched = [get(e.id, 0) for e in endpoints] if matches else None
         best = max(matched) if matched else 0
         if best < p.min_match_blocks:
-            self.outcomes["cold"] += 1
-            return endpoints, f"cold: best match {best} blocks"
+            return self._verdict(endpoints, Affinity.COLD, f"cold: best match {best} blocks")
         floor = p.warm_fraction * best
         threshold = self.threshold_tokens
         warm = [i for i, m in enumerate(matched) if m >= floor]
         kept = [endpoints[i] for i in warm if loads[i] <= threshold and not endpoints[i].at_capacity]
         if kept:
-            self.outcomes["warm"] += 1
-            return kept, f"warm: {len(kept)} of {len(warm)} warm endpoints under {threshold:.0f} tokens (best {best})"
-        self.outcomes["released"] += 1
-        cycle.affinity_off = f"{self.name}: released"
-        return endpoints, f"released: all {len(warm)} warm endpoints saturated (> {threshold:.0f} tokens)"
+            reason = f"warm: {len(kept)} of {len(warm)} warm endpoints under {threshold:.0f} tokens (best {best})"
+            return self._verdict(kept, Affinity.WARM, reason)
+        return self._verdict(endpoints, Affinity.RELEASED,
+                             f"released: all {len(warm)} warm endpoints saturated (> {threshold:.0f} tokens)")
 
     def _backlog_arrays(self, table) -> tuple[np.ndarray, np.ndarray]:
         """``_backlog`` aligned with ``table``'s positions (absent: 0 tokens as of 0, which never counts)."""
@@ -179,7 +180,7 @@ class PrefixCacheAffinityFilter(Filter):
             t = self._table = (table.uid, table.members, index_of, tokens, at)
         return t[3], t[4]
 
-    def filter_table(self, cycle: CycleState, cands) -> tuple[np.ndarray | None, str]:
+    def filter_table(self, cycle: CycleState, cands) -> FilterResult:
         """``filter`` on arrays (same loads, matches and outcome)."""
         p, now = self.params, cycle.now
         tokens, at = self._backlog_arrays(cands.table)
@@ -189,15 +190,13 @@ class PrefixCacheAffinityFilter(Filter):
         loads = np.where(left > queued, left, queued)
         lo, hi = loads.min(), loads.max()
         if hi - lo > p.imbalance_abs_tokens and hi > p.imbalance_ratio * lo:
-            self.outcomes["imbalanced"] += 1
-            cycle.affinity_off = f"{self.name}: imbalanced"
-            return None, f"imbalanced: load {lo:.0f}..{hi:.0f} tokens; affinity skipped"
+            return self._verdict(None, Affinity.IMBALANCED,
+                                 f"imbalanced: load {lo:.0f}..{hi:.0f} tokens; affinity skipped")
         matches = self._matches(cycle)
         matched = cands.positions(matches) if matches else None
         best = int(matched.max()) if matched is not None else 0
         if best < p.min_match_blocks:
-            self.outcomes["cold"] += 1
-            return None, f"cold: best match {best} blocks"
+            return self._verdict(None, Affinity.COLD, f"cold: best match {best} blocks")
         threshold = self.threshold_tokens
         warm = matched >= p.warm_fraction * best
         kept = warm & (loads <= threshold)
@@ -206,18 +205,15 @@ class PrefixCacheAffinityFilter(Filter):
                 kept[i] = False
         n_warm = int(warm.sum())
         if kept.any():
-            self.outcomes["warm"] += 1
             n_kept = int(kept.sum())
-            return kept, f"warm: {n_kept} of {n_warm} warm endpoints under {threshold:.0f} tokens (best {best})"
-        self.outcomes["released"] += 1
-        cycle.affinity_off = f"{self.name}: released"
-        return None, f"released: all {n_warm} warm endpoints saturated (> {threshold:.0f} tokens)"
+            reason = f"warm: {n_kept} of {n_warm} warm endpoints under {threshold:.0f} tokens (best {best})"
+            return self._verdict(kept, Affinity.WARM, reason)
+        return self._verdict(None, Affinity.RELEASED,
+                             f"released: all {n_warm} warm endpoints saturated (> {threshold:.0f} tokens)")
 
     def on_routed(self, event: RoutedEvent) -> None:
-        if self.params.profile is not None and event.profile != self.params.profile:
-            return
         req = event.request
-        uncached = max(0, req.num_tokens - event.prior_matches.get(event.endpoint_id, 0) * req.block_size)
+        uncached = max(0, req.num_tokens - self.prefix.prior_matches(event).get(event.endpoint_id, 0) * req.block_size)
         ep = event.endpoint_id
         entry = self._backlog[ep] = (self.backlog(ep, event.now) + uncached, event.now)
         t = self._table

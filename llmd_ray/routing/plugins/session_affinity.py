@@ -10,7 +10,7 @@ Inputs: ``RoutingRequest.session_id``; the endpoint last given the session.
 Score: 1.0 for the session's last endpoint if it is still a candidate, 0 for
 the others (all 0 without a session id or history).
 
-Parameters: ``maxSessions``, ``profile``.
+Parameters: ``maxSessions``.
 
 Example:
 
@@ -41,9 +41,6 @@ from llmd_ray.routing.types import Endpoint
 
 class SessionAffinityParameters(PluginParameters):
     max_sessions: int = Field(100_000, gt=0, description="Sessions remembered (least recently routed forgotten first).")
-    profile: str | None = Field(
-        None, description="Remember only routings made for this profile (e.g. 'decode' under P/D); null: all."
-    )
 
 
 class SessionAffinityScorer(Scorer):
@@ -76,7 +73,7 @@ class SessionAffinityScorer(Scorer):
 
     def on_routed(self, event: RoutedEvent) -> None:
         sid = event.request.session_id
-        if not sid or (self.params.profile is not None and event.profile != self.params.profile):
+        if not sid:
             return
         self._sessions[sid] = event.endpoint_id
         self._sessions.move_to_end(sid)
