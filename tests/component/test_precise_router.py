@@ -65,6 +65,23 @@ class FakeKV:
                 "num_blocks": 10_000, "updated_at": time.time(), "kv_events": self.endpoints}
 
 
+class WatchedKVIndex(KVIndex):
+    """The real KVIndex, remembering how far the router's mirror has caught up (the ``since`` of its syncs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.router_seq: int | None = None
+
+    async def sync(self, live, epoch, since):
+        if epoch == self.index.epoch:  # the router's mirror holds every change up to ``since``
+            self.router_seq = since
+        return await super().sync(live, epoch, since)
+
+    def caught_up(self) -> tuple[int, int | None]:
+        """(this index's seq, the seq the router last reported having applied)."""
+        return self.index.seq, self.router_seq
+
+
 CONFIG = {
     "plugins": [
         {"type": "prefix-cache-affinity", "parameters": {"matchSource": "precise"}},
@@ -83,7 +100,7 @@ CONFIG = {
 def handles(serve_instance):
     router = RouterArgs(config=CONFIG, stats_period_s=0.2, block_size=BLOCK, kv_index_sync_s=0.1)
     assert router.uses_precise_index()
-    index = serve.deployment(KVIndex).options(name="KVIndex", ray_actor_options={"num_cpus": 0}).bind()
+    index = serve.deployment(WatchedKVIndex).options(name="KVIndex", ray_actor_options={"num_cpus": 0}).bind()
     app = FakeKV.options(request_router_config=request_router_config(router)).bind(index)
     h = serve.run(app, name=APP, route_prefix=None)
     yield h, serve.get_deployment_handle("KVIndex", app_name=APP)
@@ -117,7 +134,11 @@ async def test_requests_follow_blocks_the_engine_reported(handles):
         while max((await kv_index.lookup.remote(prefix, BLOCK, "0")).values(), default=0) < 6 * BLOCK:
             assert time.monotonic() < deadline + 30, "event never reached the index"
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # > one router sync period
+        indexed, _ = await kv_index.caught_up.remote()
+        # The router's mirror has applied the index up to the prefix's event once a sync reports that seq.
+        while ((await kv_index.caught_up.remote())[1] or 0) < indexed:
+            assert time.monotonic() < deadline + 30, "the router's mirror never caught up with the index"
+            await asyncio.sleep(0.05)
         chosen = {await _route(handle, prefix + [5000 + i]) for i in range(4)}
         assert chosen == {owner}, (trial, owner, chosen)
 

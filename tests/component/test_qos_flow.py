@@ -107,14 +107,14 @@ async def test_priority_order_is_observable(client):
     blocker = asyncio.create_task(client.post("/v1/completions", headers=KEY,
                                               json=body(100, max_tokens=150, min_tokens=150)))
     await wait_for(lambda s: s["inflight"] == 1, "the blocker to be admitted")
-    tasks = []
+    tasks, queued = [], {}
     for i, qos in enumerate(["batch"] * 3 + ["standard"] * 2 + ["interactive"] * 3):
         if qos == "standard":
             continue  # standard's 1 s queue wait is shorter than the blocker; its 503 is tested below
         tasks.append(asyncio.create_task(client.post("/v1/completions", json=body(110 + i),
                                                      headers={**KEY, "x-llmd-qos": qos})))
-        await asyncio.sleep(0.05)  # arrival order: batch first
-    await wait_for(lambda s: s["queued"] == {"batch": 3, "interactive": 3}, "six queued requests")
+        queued[qos] = queued.get(qos, 0) + 1  # arrival order: each request queued before the next is sent
+        await wait_for(lambda s, want=dict(queued): s["queued"] == want, f"{queued} queued")
     assert all(r.status_code == 200 for r in await asyncio.gather(blocker, *tasks))
     arrivals = await sim.arrivals.remote()
     assert arrivals[-7:] == [100, 115, 116, 117, 110, 111, 112]  # interactive first, each class in arrival order
