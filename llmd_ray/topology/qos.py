@@ -1,4 +1,4 @@
-"""QoS classes: the one place their objectives are configured (pure; no Ray import).
+"""QoS classes: the one place their objectives are configured, in seconds (pure; no Ray import).
 
 ``QoSConfig`` is ``AppArgs.qos``. The ingress reads it to pick each request's
 class and to order, admit or shed requests (``flow_control.py``); the router
@@ -42,6 +42,16 @@ class QoSClass(BaseModel):
     max_queue_wait_s: float = Field(
         default=30.0, gt=0, description="Longest wait for admission at the ingress; then 503 (429 if sheddable)."
     )
+    max_input_tokens: int | None = Field(
+        default=None, ge=1, description="Capacity planning: the variant autoscaler counts requests with at most this "
+        "many prompt tokens (and at most max_output_tokens) in this class; a class without selectors is planned "
+        "only as the default class.")
+    max_output_tokens: int | None = Field(
+        default=None, ge=1, description="Capacity planning: shape selector on the requested output tokens.")
+
+    @property
+    def has_selectors(self) -> bool:
+        return self.max_input_tokens is not None or self.max_output_tokens is not None
 
 
 def default_classes() -> dict[str, QoSClass]:
@@ -61,6 +71,20 @@ class Objective:
     ttft_s: float | None
     itl_s: float | None
     sheddable: bool
+
+
+UNBOUNDED_MS = 1e9  # a class with no objective: planned for throughput only
+
+
+@dataclass(slots=True, frozen=True)
+class ClassTarget:
+    """A class as the variant autoscaler plans for it (ms; shape selectors; None: any)."""
+
+    name: str
+    ttft_ms: float
+    itl_ms: float
+    max_input_tokens: int | None
+    max_output_tokens: int | None
 
 
 class QoSConfig(BaseModel):
@@ -91,6 +115,20 @@ class QoSConfig(BaseModel):
                 raise ValueError(f"model_aliases.{alias}: '{cls}' is not one of {sorted(self.classes)}")
         self.header = self.header.lower()
         return self
+
+    def targets(self) -> list[ClassTarget]:
+        """What the variant autoscaler plans for, in milliseconds: the classes with shape selectors in their
+        order, then the default class as the catch-all. A class without an objective is planned as unbounded."""
+        names = [n for n, c in self.classes.items() if c.has_selectors and n != self.default_class]
+        out = []
+        for n in [*names, self.default_class]:
+            c = self.classes[n]
+            out.append(ClassTarget(
+                n, UNBOUNDED_MS if c.ttft_objective_s is None else 1000.0 * c.ttft_objective_s,
+                UNBOUNDED_MS if c.itl_objective_s is None else 1000.0 * c.itl_objective_s,
+                c.max_input_tokens if n != self.default_class else None,
+                c.max_output_tokens if n != self.default_class else None))
+        return out
 
     def objectives(self) -> dict[str, Objective]:
         """Each class's priority and objectives: what the router and the autoscaler read."""
