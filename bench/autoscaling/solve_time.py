@@ -39,8 +39,7 @@ def instance(V: int, K: int, seed: int = 0):
                          "pd_group": f"g{i % 2}"})
     cfg = AutoscalerConfig.model_validate({
         "variants": variants, "budget": {"accelerators": {"A0": 300, "A1": 300}},
-        "classes": [{"name": "interactive", "ttft_ms": 800, "itl_ms": 60, "max_output_tokens": 512},
-                    {"name": "batch", "ttft_ms": 5000, "itl_ms": 150}]})
+        "qos": {"classes": {"interactive": {"priority": 2, "ttft_objective_s": 0.8, "itl_objective_s": 0.06, "max_output_tokens": 512}, "batch": {"priority": 1, "ttft_objective_s": 5.0, "itl_objective_s": 0.15}}, "default_class": "batch"}})
     shapes = [("interactive" if o <= 512 else "batch", float(rng.choice([128, 512, 1024, 2048, 4096])), float(o),
                float(rng.uniform(0, 0.8)), float(rng.uniform(1, 20))) for o in rng.choice([64, 256, 512, 1024, 2048], size=K)]
     return Optimizer(cfg, profiles), demand_from_shapes(shapes)

@@ -67,10 +67,11 @@ class VariantAutoscaler:
         self._last_solve = now
         cfg = self.config
         current = {v.name: int(current.get(v.name, v.min_replicas)) for v in cfg.variants}
-        # Decode replicas of P/D see every request a prefill replica saw: count arrivals once.
+        # P/D: the decode replicas see every request (they orchestrate), prefill replicas only the split ones:
+        # the demand is counted on decode, once.
         roles = {v.name: v.role for v in cfg.variants}
         demand = self.estimator.update(now, {rid: (r.sample_time, r.started_at, r.metrics)
-                                             for rid, r in replicas.items() if roles.get(r.variant) != "decode"})
+                                             for rid, r in replicas.items() if roles.get(r.variant) != "prefill"})
         if not self.estimator.ready:
             self.last = Decision(now, current, dict(current), "warming_up", "no rates yet: holding current counts")
             return self.last

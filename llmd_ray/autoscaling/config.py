@@ -1,4 +1,4 @@
-"""The autoscaler's configuration: variants, QoS classes, shape buckets, policy knobs.
+"""The autoscaler's configuration: the topology (variants, QoS classes) plus shape buckets and policy knobs.
 
 Pydantic at the boundary (the Serve YAML's ``autoscaling_policy.policy_kwargs``,
 a JSON/YAML file, the CLI); everything inside works on slotted dataclasses.
@@ -7,65 +7,25 @@ a JSON/YAML file, the CLI); everything inside works on slotted dataclasses.
 applications:
 - name: default
   import_path: llmd_ray:build_app
+  args:
+    variants: [...]        # llmd_ray.topology.Variant, declared once
+    qos: {classes: {...}}  # llmd_ray.topology.QoSClass, seconds
   autoscaling_policy:
     policy_function: llmd_ray.autoscaling.policy:VariantAutoscalingPolicy
-    policy_kwargs:
-      variants:
-      - {name: h100-agg, deployment: LLMServerH100, role: aggregated, accelerator: H100,
-         cost_per_hour: 4.0, profile: h100-llama-3.1-8b, max_replicas: 16}
-      classes:
-      - {name: interactive, ttft_ms: 500, itl_ms: 50}
+    policy_kwargs: {interval_s: 10}   # knobs only: the variants and classes come from the app
 ```
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Role = Literal["prefill", "decode", "aggregated"]
+from llmd_ray.topology.qos import ClassTarget, QoSConfig
+from llmd_ray.topology.variant import Variant
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class VariantSpec(_Model):
-    """One way of serving the model: a role on one accelerator type, with a price."""
-
-    name: str = Field(description="Unique variant name (used in metrics and explanations).")
-    deployment: str | None = Field(None, description="Serve deployment this variant scales; default: `name`.")
-    role: Role = Field("aggregated", description="prefill | decode | aggregated (prefill and decode on one replica).")
-    accelerator: str = Field(description="Accelerator type, e.g. H100, L4, cpu.")
-    accelerators_per_replica: int = Field(1, ge=1, description="Accelerators one replica holds (tensor parallel degree).")
-    cost_per_hour: float = Field(ge=0, description="Price of one replica per hour.")
-    profile: str = Field(description="Profile name (a file in llmd_ray/autoscaling/profiles/) or a path to a profile JSON.")
-    min_replicas: int = Field(0, ge=0, description="Lower bound on replicas.")
-    max_replicas: int = Field(64, ge=0, description="Upper bound on replicas.")
-    pd_group: str = Field("default", description="Prefill and decode variants of one group can hand KV to each other.")
-    kv_transfer_ms: float = Field(0.0, ge=0, description="Decode variants: P->D KV hand-off time added to TTFT.")
-    engine: dict = Field(default_factory=dict, description="The variant's EngineConfig (informational for the policy).")
-
-    @model_validator(mode="after")
-    def _check(self) -> VariantSpec:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"variant {self.name!r}: min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
-        return self
-
-    @property
-    def deployment_name(self) -> str:
-        return self.deployment or self.name
-
-
-class QoSClass(_Model):
-    """A class of service: latency targets and which request shapes belong to it."""
-
-    name: str = Field(description="Class name, e.g. interactive, batch.")
-    ttft_ms: float = Field(gt=0, description="Time-to-first-token target (queueing + prefill + hand-off).")
-    itl_ms: float = Field(gt=0, description="Inter-token latency target (decode step time).")
-    max_input_tokens: int | None = Field(None, ge=1, description="Shape selector: requests with at most this many prompt tokens.")
-    max_output_tokens: int | None = Field(None, ge=1, description="Shape selector: requests asking for at most this many tokens.")
 
 
 class ShapeGrid(_Model):
@@ -92,10 +52,10 @@ class Budget(_Model):
 class AutoscalerConfig(_Model):
     """Everything the variant autoscaler needs (Serve `policy_kwargs`)."""
 
-    variants: list[VariantSpec] = Field(description="The variants to size (at least one).", min_length=1)
-    classes: list[QoSClass] = Field(
-        default_factory=lambda: [QoSClass(name="default", ttft_ms=2000, itl_ms=100)],
-        description="QoS classes; a request belongs to the first class whose selectors it meets (the last is the catch-all).")
+    variants: list[Variant] = Field(description="The variants to size (at least one): the app's `args.variants`, "
+                                    "which the Ray policy reads from the app, never from policy_kwargs.", min_length=1)
+    qos: QoSConfig = Field(default_factory=QoSConfig, description="The app's `args.qos`: a request belongs to the "
+                           "first class with shape selectors it meets, else to the default class.")
     shapes: ShapeGrid = Field(default_factory=ShapeGrid, description="Request-shape buckets.")
     budget: Budget | None = Field(None, description="Optional accelerator budget (limited mode).")
     utilization_cap: float = Field(0.85, gt=0, le=1, description="Queueing headroom: plan replicas to at most this load.")
@@ -125,11 +85,14 @@ class AutoscalerConfig(_Model):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"variants: duplicate names {sorted(dup)}")
-        deps = [v.deployment_name for v in self.variants]
-        if len(set(deps)) != len(deps):
-            raise ValueError("variants: two variants scale the same deployment")
-        if not self.classes:
-            raise ValueError("classes: at least one class is needed")
+        for i, v in enumerate(self.variants):
+            if v.profile is None:
+                raise ValueError(f"variants.{i}.profile: the variant autoscaler needs a performance profile for '{v.name}'")
         if self.pd_ratio_min and self.pd_ratio_max and self.pd_ratio_min > self.pd_ratio_max:
             raise ValueError("pd_ratio_min > pd_ratio_max")
         return self
+
+    @property
+    def classes(self) -> list[ClassTarget]:
+        """The classes as the autoscaler plans for them (ms, selectors; the default class last)."""
+        return self.qos.targets()

@@ -21,7 +21,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from llmd_ray.autoscaling.config import QoSClass, ShapeGrid
+from llmd_ray.autoscaling.config import ShapeGrid
+from llmd_ray.topology.qos import ClassTarget
 
 PREFIX = "llmd_dm_"  # metric keys: llmd_dm_<bucket>_{n,in,out,cached}
 FIELDS = ("n", "in", "out", "cached")
@@ -57,7 +58,7 @@ class ShapeBuckets:
         return f"i{self.input_edges[i]}_o{self.output_edges[o]}"
 
 
-def classify(classes: Sequence[QoSClass], input_tokens: float, output_tokens: float) -> QoSClass:
+def classify(classes: Sequence[ClassTarget], input_tokens: float, output_tokens: float) -> ClassTarget:
     """The first class whose shape selectors the request meets; the last class catches the rest."""
     for c in classes:
         if (c.max_input_tokens is None or input_tokens <= c.max_input_tokens) and (
@@ -113,7 +114,7 @@ class _Smoothed:
 class DemandEstimator:
     """Rates from cumulative per-replica counters, smoothed and forecast."""
 
-    def __init__(self, classes: Sequence[QoSClass], *, half_life_s: float = 30.0, trend_half_life_s: float = 120.0,
+    def __init__(self, classes: Sequence[ClassTarget], *, half_life_s: float = 30.0, trend_half_life_s: float = 120.0,
                  horizon_s: float = 60.0, cold_start_s: float = 30.0, default_hit_rate: float = 0.0):
         self.classes = list(classes)
         self.half_life_s, self.trend_half_life_s = half_life_s, trend_half_life_s

@@ -29,7 +29,8 @@ import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
 
 from llmd_ray.autoscaling.capacity import aggregated_capacity, decode_capacity, prefill_capacity, stack_profiles
-from llmd_ray.autoscaling.config import AutoscalerConfig, VariantSpec
+from llmd_ray.autoscaling.config import AutoscalerConfig
+from llmd_ray.topology.variant import Variant
 from llmd_ray.autoscaling.demand import DemandItem
 from llmd_ray.autoscaling.milp import Model, Moves
 from llmd_ray.autoscaling.milp import solve as solve_milp
@@ -85,7 +86,7 @@ class Optimizer:
 
     def __init__(self, config: AutoscalerConfig, profiles: Mapping[str, Profile]):
         self.config = config
-        self.variants: list[VariantSpec] = list(config.variants)
+        self.variants: list[Variant] = list(config.variants)
         self.profiles = [profiles[v.profile] for v in self.variants]
         self.classes = {c.name: c for c in config.classes}
         self.routes: list[Route] = []

@@ -1,20 +1,23 @@
 """``VariantAutoscalingPolicy``: the variant autoscaler as a Ray Serve application-level policy.
 
-In a Serve config (each variant is one LLMServer deployment of the app)::
+In a Serve config (each variant is one ``LLMServer-<name>`` deployment of the app)::
 
     applications:
     - name: default
       import_path: llmd_ray:build_app
+      args: {variants: [...], qos: {...}}          # the topology, declared once
       autoscaling_policy:
         policy_function: llmd_ray.autoscaling.policy:VariantAutoscalingPolicy
-        policy_kwargs: {variants: [...], classes: [...]}     # AutoscalerConfig
+        policy_kwargs: {interval_s: 2}            # AutoscalerConfig's knobs only
 
 Serve instantiates the class once with ``policy_kwargs`` and calls it every
-control-loop tick with one ``AutoscalingContext`` per deployment. Variant
-deployments need an ``autoscaling_config`` (Serve only autoscales those);
-set its ``upscale_delay_s``/``downscale_delay_s`` to 0 to leave hysteresis to
-this policy. Deployments that are not variants (the ingress) get no decision
-and keep their own count.
+control-loop tick with one ``AutoscalingContext`` per deployment. The variants
+and QoS classes are read from the contexts: ``build_app`` writes each
+autoscaled variant and the app's classes into its deployment's
+``autoscaling_config`` (``llmd_ray.topology.carry``), so changing a variant's
+bounds in the app's args changes the app and the policy together. Deployments
+that carry no variant (the ingress, fixed-size variants) get no decision and
+keep their own count.
 
 Per tick it reads each replica's latest ``record_autoscaling_stats`` (raw
 metrics, with timestamps), notes when it first saw each replica (cold-start
@@ -34,6 +37,7 @@ from typing import Any
 
 from llmd_ray.autoscaling.autoscaler import Decision, ReplicaSample, VariantAutoscaler
 from llmd_ray.autoscaling.config import AutoscalerConfig
+from llmd_ray.topology import carry
 
 logger = logging.getLogger("ray.serve")
 
@@ -60,17 +64,46 @@ class VariantAutoscalingPolicy:
     """Application-level autoscaling policy (a class: Serve keeps one instance)."""
 
     def __init__(self, **policy_kwargs: Any):
-        self.config = AutoscalerConfig.model_validate(policy_kwargs)
-        self.autoscaler = VariantAutoscaler(self.config)
-        self._by_deployment = {v.deployment_name: v for v in self.config.variants}
-        self._accel = {v.name: v.accelerator for v in self.config.variants}
+        for key in ("variants", "classes", "qos"):
+            if key in policy_kwargs:
+                raise ValueError(
+                    f"policy_kwargs.{key}: the variants and QoS classes are declared once, in the app's "
+                    f"`args.variants` and `args.qos` (QoS objectives in seconds); the policy reads them from the app. "
+                    f"Keep only the policy's knobs (interval_s, ewma_half_life_s, ...) here.")
+        self.knobs = dict(policy_kwargs)
+        AutoscalerConfig.model_validate({**self.knobs, "variants": [{"name": "check", "profile": "check"}]})
+        self.config: AutoscalerConfig | None = None
+        self.autoscaler: VariantAutoscaler | None = None
+        self._topology: list | None = None
+        self._by_deployment: dict = {}
+        self._accel: dict[str, str] = {}
         self._first_seen: dict[str, float] = {}
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="variant-autoscaler") if self.config.solve_in_background else None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="variant-autoscaler") \
+            if self.knobs.get("solve_in_background", True) else None
         self._pending: Future | None = None
         self._gauges: _Gauges | None = None
         self._gauge_error = False
 
+    def _read_topology(self, contexts: dict) -> bool:
+        """(Re)build the autoscaler from the variants the app's deployments carry; False when there are none."""
+        kwargs = [getattr(getattr(ctx.config, "policy", None), "policy_kwargs", None) for ctx in contexts.values()]
+        variants, qos = carry.collect(kwargs)
+        key = [v.model_dump() for v in variants] + [qos.model_dump() if qos else None]
+        if not variants:
+            return False
+        if key != self._topology:
+            self.config = AutoscalerConfig.model_validate({**self.knobs, "variants": variants, "qos": qos})
+            self.autoscaler = VariantAutoscaler(self.config)
+            self._by_deployment = {v.deployment_name: v for v in self.config.variants}
+            self._accel = {v.name: v.accelerator for v in self.config.variants}
+            self._pending = None
+            self._topology = key
+            logger.info("variant autoscaler: sizing %s", sorted(self._accel))
+        return True
+
     def __call__(self, contexts: dict) -> tuple[dict, dict]:
+        if not self._read_topology(contexts):
+            return {}, {}
         now = time.time()
         current: dict[str, int] = {}
         running: dict[str, int] = {}
@@ -114,7 +147,7 @@ class VariantAutoscalingPolicy:
         return a.last
 
     def _export(self, app: str, desired: dict[str, int], running: dict[str, int]) -> None:
-        if not self.config.export_metrics or self._gauge_error:
+        if not self.config or not self.config.export_metrics or self._gauge_error:
             return
         try:
             if self._gauges is None:
@@ -125,7 +158,7 @@ class VariantAutoscalingPolicy:
             logger.exception("variant autoscaler: cannot export wva_* gauges")
 
     def explain(self) -> str:
-        return self.autoscaler.explain()
+        return self.autoscaler.explain() if self.autoscaler else "no variant seen yet"
 
 
 def _latest(raw: dict) -> dict[str, tuple[float, dict[str, float]]]:

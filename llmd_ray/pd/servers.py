@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from llmd_ray.autoscaling.demand import DemandRecorder
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.engine import _platform_is_gpu
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest
@@ -48,7 +49,7 @@ from llmd_ray.routing.index import ApproximatePrefixIndex
 from llmd_ray.serving.metrics import EngineMetrics
 from llmd_ray.pd.engine import PDEngine, PDGenerateRequest
 from llmd_ray.pd.metrics import PDMetrics
-from llmd_ray.serving.replica import EngineReplica, replica_context
+from llmd_ray.serving.replica import EngineReplica, offset_rank, replica_context
 
 logger = logging.getLogger("ray.serve")
 
@@ -81,7 +82,8 @@ class _PDReplica(EngineReplica):
     async def _start(self, engine_config: EngineConfig | dict, pd: PDConfig | dict, rank_offset: int) -> None:
         self.config = EngineConfig.model_validate(engine_config)
         self.pd = PDConfig.model_validate(pd)
-        self.rank, self.replica_id = replica_context()
+        rank, self.replica_id = replica_context()
+        self.rank = offset_rank(rank, rank_offset)
         self.metrics = EngineMetrics(self.config.name)
         device = self.config.resolved_device(_platform_is_gpu())
         if self.pd.transport == "nixl":  # each engine listens on a side-channel port of its own
@@ -93,7 +95,7 @@ class _PDReplica(EngineReplica):
         self.shm = shm.ShmDir(f"{self.role}-{self.replica_id}", self.pd.shm_dir)
         self.engine = await PDEngine.start(
             self.config,
-            replica_rank=None if self.rank is None else self.rank + rank_offset,  # decode cores follow prefill's
+            replica_rank=self.rank,
             observers=[self.metrics.observe],
             extra_engine_args={"kv_transfer_config": self.pd.kv_transfer_config(device, self.role)},
         )
@@ -151,6 +153,7 @@ class DecodeServer(_PDReplica):
     async def __init__(self, engine_config: EngineConfig | dict, prefill: Any, pd: PDConfig | dict, rank_offset: int = 0):
         await self._start(engine_config, pd, rank_offset)
         self.prefill = prefill
+        self.demand = DemandRecorder()  # decode sees every request of the P/D pair: the demand is counted here
         self.estimates = Estimates.from_config(self.pd.decider)
         self.pd_metrics = PDMetrics(self.config.name, self.pd.decider.policy, self.pd.transport)
         self.index = ApproximatePrefixIndex()  # what this replica's engine recently cached
@@ -160,6 +163,7 @@ class DecodeServer(_PDReplica):
         self.remote_queue_tokens = 0
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
+        bucket = self.demand.on_arrival(len(request.prompt_token_ids), request.sampling.max_tokens)
         bs = self.engine.block_size
         hashes = block_hashes(request.prompt_token_ids, bs)
         cached = self.index.match(hashes).get("self", 0) * bs
@@ -184,6 +188,7 @@ class DecodeServer(_PDReplica):
             async for chunk in self.engine.generate(req):
                 if queued:
                     queued = False
+                    self.demand.on_cached(bucket, chunk.cached_tokens)
                     self.local_queue_tokens -= local_tokens
                     self.index.record("self", hashes)
                     if kv_params is None and backlog == 0:

@@ -1,5 +1,6 @@
-"""App builders: ``build_app(args) -> Application``, used by Serve YAML
-(``import_path: llmd_ray:build_app``), by RayService, and from Python."""
+"""The app builder: ``build_app(args) -> Application``, used by Serve YAML (``import_path: llmd_ray:build_app``),
+by RayService, and from Python. One builder for every topology: aggregated (one ``LLMServer`` deployment, or
+aggregated variants), P/D (prefill and decode variants) and mixed (both), all from ``AppArgs.variants``."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
 from llmd_ray.engine.config import EngineConfig
-from llmd_ray.tiers.config import KVTiersConfig
+from llmd_ray.pd.config import PDConfig
 from llmd_ray.routing.config import parse_config
 from llmd_ray.serving.ingress import IngressConfig, OpenAIIngress
-from llmd_ray.serving.qos import QoSConfig
 from llmd_ray.serving.kv_index import KVIndex
 from llmd_ray.serving.server import LLMServer
-from llmd_ray.serving.variants import VariantArgs, deployment_name, resolve_variants
+from llmd_ray.tiers.config import KVTiersConfig
+from llmd_ray.topology import QoSConfig, Variant, entry_variants, pd_groups, resolve_engines
+from llmd_ray.topology.carry import carried
 
 
 KV_INDEX_DEPLOYMENT = "KVIndex"
@@ -62,44 +64,73 @@ class RouterArgs(BaseModel):
         )
 
 
+_MOVED = {
+    "prefill": "P/D is variants with roles: write `variants: [{name: prefill, role: prefill, ...}, "
+               "{name: decode, role: decode, ...}]` and the transport and decider under `pd:`",
+    "decode": "P/D is variants with roles: write `variants: [{name: prefill, role: prefill, ...}, "
+              "{name: decode, role: decode, ...}]` and the transport and decider under `pd:`",
+}
+
+
 class AppArgs(BaseModel):
-    """Arguments of the aggregated app (the ``args:`` block of a Serve config)."""
+    """Arguments of the app (the ``args:`` block of a Serve config): aggregated, P/D or mixed."""
 
     model_config = ConfigDict(extra="forbid")
 
-    engine: EngineConfig = Field(default_factory=EngineConfig, description="The vLLM engine of each replica.")
-    num_replicas: int = Field(default=2, ge=1, description="LLMServer replicas (one engine each).")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="The vLLM engine of each replica "
+                                 "(variants merge their `engine` overrides over it).")
+    num_replicas: int = Field(default=2, ge=1, description="Without variants: replicas of the one `LLMServer` "
+                              "deployment (one engine each).")
     replica_num_cpus: float = Field(
-        default=1.0, ge=0, description="Ray CPUs reserved per LLMServer replica (its engine's cores)."
+        default=1.0, ge=0, description="Ray CPUs reserved per engine replica (its engine's cores)."
     )
-    replica_num_gpus: float = Field(default=0.0, ge=0, description="Ray GPUs reserved per replica.")
-    max_ongoing_requests: int = Field(default=256, ge=1, description="In-flight requests per replica.")
+    replica_num_gpus: float = Field(default=0.0, ge=0, description="Ray GPUs reserved per engine replica.")
+    max_ongoing_requests: int = Field(default=256, ge=1, description="In-flight requests per engine replica.")
     ingress: IngressConfig = Field(default_factory=IngressConfig, description="OpenAI ingress limits.")
     ingress_replicas: int = Field(default=1, ge=1, description="OpenAI ingress replicas.")
-    router: RouterArgs = Field(default_factory=RouterArgs, description="Request routing to LLMServer replicas.")
+    router: RouterArgs = Field(default_factory=RouterArgs, description="Request routing to engine replicas.")
     qos: QoSConfig = Field(
         default_factory=QoSConfig,
-        description="QoS classes (priority, TTFT/ITL objectives, sheddability) and how requests select them; "
-        "read by the ingress's flow control, and the one source for the router and the autoscaler.",
+        description="QoS classes (priority, TTFT/ITL objectives in seconds, sheddability) and how requests select "
+        "them; read by the ingress's flow control, the router and the variant autoscaler (the one source).",
     )
     kv_tiers: KVTiersConfig | None = Field(
         default=None,
         description="KV cache tiers beyond each engine's own cache: a local host-memory pool with disk spill, and a "
-        "shared tier in the Ray object store (llmd_ray.tiers.server); None: off.",
+        "shared tier in the Ray object store (llmd_ray.tiers); None: off. Aggregated variants only.",
     )
-    variants: list[VariantArgs] | None = Field(
+    pd: PDConfig = Field(default_factory=PDConfig, description="P/D (variants with roles prefill and decode): KV "
+                         "transport, split decider, prefill timeout.")
+    variants: list[Variant] | None = Field(
         default=None, min_length=1,
-        description="Variants of the model (engine overrides, replica bounds, hardware), each its own deployment "
-        "`LLMServer-<name>` that the ingress dispatches over and the variant autoscaler sizes; list the cheapest "
-        "first (ties go to it). None: one `LLMServer` deployment of `num_replicas`.",
+        description="The topology: each variant (role, hardware, engine overrides, replica bounds, price, profile, "
+        "pods) is its own deployment `LLMServer-<name>`; the ingress dispatches over the aggregated and decode "
+        "variants, decode variants prefill remotely on their group's prefill variant, and the variant autoscaler "
+        "sizes the autoscaled ones. List the cheapest first (ties go to it). None: one `LLMServer` deployment "
+        "of `num_replicas`.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, instead in _MOVED.items():
+                if key in data:
+                    raise ValueError(f"{key}: no longer an app field: {instead}")
+        return data
 
     @model_validator(mode="after")
     def _check_variants(self) -> "AppArgs":
-        if self.variants is not None:
-            if "num_replicas" in self.model_fields_set:
-                raise ValueError("num_replicas: with variants, set variants[].num_replicas or variants[].autoscaling")
-            resolve_variants(self.engine, self.variants)  # names unique, engines valid (errors name the field)
+        if self.variants is None:
+            if "pd" in self.model_fields_set:
+                raise ValueError("pd: P/D needs variants with roles prefill and decode")
+            return self
+        if "num_replicas" in self.model_fields_set:
+            raise ValueError("num_replicas: with variants, set each variant's num_replicas or min/max_replicas")
+        groups = pd_groups(self.variants)  # names unique; every decode group has its prefill variant
+        if groups and self.kv_tiers is not None:
+            raise ValueError("kv_tiers: KV tiers run on aggregated variants; this topology has P/D variants")
+        resolve_engines(self.engine, self.variants)  # engines valid (errors name the field)
         return self
 
 
@@ -123,30 +154,61 @@ def request_router_config(router: RouterArgs) -> RequestRouterConfig:
 
 
 def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
-    """Build the aggregated OpenAI app: ingress -> N LLMServer replicas, or -> one deployment per variant."""
+    """Build the OpenAI app: ingress -> one ``LLMServer`` deployment, or -> one deployment per variant (P/D:
+    ingress -> decode variants -> their group's prefill variant)."""
     a = AppArgs.model_validate(args or {})
     precise = a.router.uses_precise_index()
     engine = a.engine.model_copy(update={"kv_events": True}) if precise else a.engine
-    server_cls = LLMServer
-    if a.kv_tiers is not None:  # KV tiers (issue 9)
-        from llmd_ray.tiers.server import TieredLLMServer as server_cls
     ingress = OpenAIIngress.options(num_replicas=a.ingress_replicas)
     kv_index = (
         serve.deployment(KVIndex).options(name=KV_INDEX_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0}).bind()
         if precise else None
     )
-    server_args: tuple = ()
-    if a.kv_tiers is not None:
-        server_args = (a.kv_tiers.model_dump(), shared_kv_store(a.kv_tiers, kv_index))
     common = (engine.model_dump(), a.ingress.model_dump(), a.qos.model_dump())
     if a.variants is None:
-        return ingress.bind(_server(server_cls, a).bind(engine.model_dump(), kv_index, *server_args), *common)
-    llms = {v.name: _server(server_cls, a, v).bind(eng.model_dump(), kv_index, *server_args)
-            for v, eng in zip(a.variants, resolve_variants(engine, a.variants))}
-    return ingress.bind(llms, *common, {"accelerators": {v.name: v.accelerator for v in a.variants}})
+        cls, extra = _aggregated_server(a, kv_index)
+        return ingress.bind(_deployment(cls, a).bind(engine.model_dump(), kv_index, *extra), *common)
+    engines = dict(zip((v.name for v in a.variants), resolve_engines(engine, a.variants)))
+    offsets = _rank_offsets(a.variants)
+    groups = pd_groups(a.variants)
+    bound: dict[str, Any] = {}
+    for v in sorted(a.variants, key=lambda v: v.role != "prefill"):  # a decode variant binds its prefill's handle
+        eng = engines[v.name].model_dump()
+        if v.role == "prefill":
+            from llmd_ray.pd.servers import PrefillServer
+
+            bound[v.name] = _deployment(PrefillServer, a, v).bind(eng, a.pd.model_dump(), offsets[v.name])
+        elif v.role == "decode":
+            from llmd_ray.pd.servers import DecodeServer
+
+            prefill = bound[groups[v.pd_group].prefill]
+            bound[v.name] = _deployment(DecodeServer, a, v).bind(eng, prefill, a.pd.model_dump(), offsets[v.name])
+        else:
+            cls, extra = _aggregated_server(a, kv_index)
+            bound[v.name] = _deployment(cls, a, v).bind(eng, kv_index, *extra, rank_offset=offsets[v.name])
+    entry = {v.name: bound[v.name] for v in entry_variants(a.variants)}
+    return ingress.bind(entry, *common, {"accelerators": {v.name: v.accelerator for v in a.variants}})
 
 
-def _server(cls: type, a: AppArgs, v: VariantArgs | None = None):
+def _aggregated_server(a: AppArgs, kv_index: Any) -> tuple[type, tuple]:
+    """The aggregated replica class and its extra init args (the KV tiers' config and shared store)."""
+    if a.kv_tiers is None:
+        return LLMServer, ()
+    from llmd_ray.tiers.server import TieredLLMServer
+
+    return TieredLLMServer, (a.kv_tiers.model_dump(), shared_kv_store(a.kv_tiers, kv_index))
+
+
+def _rank_offsets(variants: list[Variant]) -> dict[str, int]:
+    """Each variant's first replica rank for core pinning: the earlier variants' most replicas come first."""
+    out, n = {}, 0
+    for v in variants:
+        out[v.name] = n
+        n += v.max_replicas
+    return out
+
+
+def _deployment(cls: type, a: AppArgs, v: Variant | None = None):
     """The app's one ``LLMServer`` deployment, or variant ``v``'s ``LLMServer-<name>`` with its overrides."""
 
     def pick(field: str, default: Any) -> Any:
@@ -159,17 +221,17 @@ def _server(cls: type, a: AppArgs, v: VariantArgs | None = None):
         actor["resources"] = dict(v.resources)
     if v is None:
         scale: dict[str, Any] = {"num_replicas": a.num_replicas}
-    elif v.autoscaling is not None:
-        scale = {"autoscaling_config": v.autoscaling.serve_config()}
+    elif v.autoscaled:  # the variant autoscaler reads the variant and the classes from here (topology.carry)
+        scale = {"autoscaling_config": v.serve_autoscaling_config(carried(v, a.qos))}
     else:
         scale = {"num_replicas": v.num_replicas}
-    return engine_deployment(cls, "LLMServer" if v is None else deployment_name(v.name), scale,
+    return engine_deployment(cls, "LLMServer" if v is None else v.deployment_name, scale,
                              pick("max_ongoing_requests", a.max_ongoing_requests), actor, a.router)
 
 
 def engine_deployment(cls: type, name: str, scale: dict[str, Any], max_ongoing_requests: int,
                       actor: dict[str, Any], router: RouterArgs):
-    """A deployment of engine replicas (LLMServer, a variant, PrefillServer, DecodeServer): the options they share.
+    """A deployment of engine replicas (LLMServer, or a variant of any role): the options they share.
 
     ``scale`` is ``{"num_replicas": n}`` or ``{"autoscaling_config": ...}``. The health check allows an engine
     step of up to 30 s; a replica being stopped gets 20 s to finish its streams.

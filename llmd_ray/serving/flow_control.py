@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmd_ray.errors import RequestShedError, ServiceOverloadedError
 from llmd_ray.serving.flow_control_queue import FairQueue, Waiter
 from llmd_ray.serving.periodic import PeriodicPoll
-from llmd_ray.serving.qos import QoSClass
+from llmd_ray.topology.qos import QoSClass
 
 logger = logging.getLogger(__name__)
 

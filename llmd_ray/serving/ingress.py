@@ -58,7 +58,7 @@ from llmd_ray.serving.protocol import (
     format_validation_error,
     openapi_extra,
 )
-from llmd_ray.serving.qos import QoSConfig
+from llmd_ray.topology.qos import QoSConfig
 from llmd_ray.serving.qos_metrics import QoSMetrics, Timing
 from llmd_ray.serving.tokenizer import PromptRenderer
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from llmd_ray.engine.types import GenerateChunk
 
 from llmd_ray.serving.flow_control import FlowObserver
-from llmd_ray.serving.qos import QoSClass
+from llmd_ray.topology.qos import QoSClass
 
 _WAIT = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0]
 _LAT = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0]

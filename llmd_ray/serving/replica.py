@@ -27,12 +27,18 @@ def replica_context() -> tuple[int | None, str]:
     return rank, ctx.replica_id.unique_id
 
 
+def offset_rank(rank: int | None, offset: int) -> int | None:
+    """A replica's rank among all engine replicas of the app (variants' ranks follow the earlier variants')."""
+    return None if rank is None else rank + offset
+
+
 class EngineReplica:
     """Mixin for deployments with ``self.engine``, ``self.config`` and ``self.rank``."""
 
     engine: Any
     config: Any
     rank: int | None
+    demand: Any = None  # a DemandRecorder where the replica sees every request (aggregated, decode)
 
     def info_extra(self) -> dict:
         return {}
@@ -60,6 +66,18 @@ class EngineReplica:
     def record_routing_stats(self) -> dict:
         """Read by request routers (``RunningReplica.routing_stats``)."""
         return self.stats()
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Read by autoscaling policies (``AutoscalingContext.raw_metrics``): the engine's load and, where this
+        replica sees every request of its variant (aggregated, decode), the per-shape demand counters."""
+        s = self.engine.stats()
+        return {
+            "num_waiting": float(s.num_waiting),
+            "num_running": float(s.num_running),
+            "kv_cache_usage": s.kv_cache_usage,
+            "prefix_cache_hit_rate": s.prefix_cache_hit_rate,
+            **(self.demand.metrics() if self.demand is not None else {}),  # llmd_ray.autoscaling.demand
+        }
 
     async def check_health(self) -> None:
         await self.engine.check_health()

@@ -20,7 +20,7 @@ from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.engine import Engine
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest
 from llmd_ray.serving.metrics import EngineMetrics
-from llmd_ray.serving.replica import EngineReplica, replica_context
+from llmd_ray.serving.replica import EngineReplica, offset_rank, replica_context
 
 logger = logging.getLogger("ray.serve")  # Serve captures this logger into replica logs
 
@@ -59,9 +59,9 @@ def kv_events_engine_args(endpoints: dict[str, str], replica_id: str) -> dict[st
 class LLMServer(EngineReplica):
     """One engine per replica. Methods are called through a DeploymentHandle."""
 
-    async def __init__(self, engine_config: EngineConfig | dict, kv_index: Any = None):
+    async def __init__(self, engine_config: EngineConfig | dict, kv_index: Any = None, rank_offset: int = 0):
         self.config = EngineConfig.model_validate(engine_config)
-        self.rank = replica_context()[0]
+        self.rank = offset_rank(replica_context()[0], rank_offset)
         self.metrics = EngineMetrics(self.config.name)
         self.demand = DemandRecorder()  # per-shape arrivals for the variant autoscaler
         self.kv_events = kv_events_endpoints() if self.config.kv_events else None
@@ -99,16 +99,6 @@ class LLMServer(EngineReplica):
             chunk.replica = self.replica_id
             yield chunk
 
+
     def stats_extra(self) -> dict:
         return {"kv_events": self.kv_events} if self.kv_events else {}
-
-    def record_autoscaling_stats(self) -> dict[str, float]:
-        """Read by autoscaling policies (``AutoscalingContext``)."""
-        s = self.engine.stats()
-        return {
-            "num_waiting": float(s.num_waiting),
-            "num_running": float(s.num_running),
-            "kv_cache_usage": s.kv_cache_usage,
-            "prefix_cache_hit_rate": s.prefix_cache_hit_rate,
-            **self.demand.metrics(),  # cumulative per-shape counters (llmd_ray.autoscaling.demand)
-        }

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llmd_ray.autoscaling.config import AutoscalerConfig, VariantSpec
+from llmd_ray.autoscaling.config import AutoscalerConfig
+from llmd_ray.topology.variant import Variant
 from llmd_ray.autoscaling.demand import classify
 from llmd_ray.autoscaling.optimizer import Optimizer
 from llmd_ray.autoscaling.demand import DemandItem
@@ -65,6 +66,7 @@ class Simulator:
                  startup_s: float | None = None, instant_start: bool = True, router: str = "llmd",
                  table_routing: bool = True):
         self.config = config
+        self.classes = config.classes
         self.variants = {v.name: v for v in config.variants}
         self.profiles = {v.name: profiles[v.profile] for v in config.variants}
         self.optimizer = Optimizer(config, profiles)
@@ -202,7 +204,7 @@ class Simulator:
             prompt = (history if history is not None else (job.system or SynthText())) + t.user
         n_in = prompt.tokens
         req = SimRequest(next(self._ids), self.now, n_in, t.max_tokens, block_hashes(prompt, self.block_size),
-                         classify(self.config.classes, n_in, t.max_tokens).name, job, turn, job.session_id)
+                         classify(self.classes, n_in, t.max_tokens).name, job, turn, job.session_id)
         req.prompt = prompt
         route = self._pick_route(req)
         if route is None:
@@ -353,7 +355,7 @@ class Simulator:
     def _tick(self) -> None:
         targets = self.policy.tick(self)
         for v, n in (targets or {}).items():
-            spec: VariantSpec = self.variants[v]
+            spec: Variant = self.variants[v]
             self.scale_to(v, min(max(int(n), spec.min_replicas), spec.max_replicas))
 
 

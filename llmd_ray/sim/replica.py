@@ -111,13 +111,18 @@ class SimReplica:
     # ------------------------------------------------------------- engine
     def enqueue(self, req: SimRequest) -> None:
         self.in_flight += 1
+        # Demand is counted where the live app counts it: on aggregated and decode replicas (decode orchestrates
+        # P/D and sees every request), never on prefill replicas.
         if req.decode_only:
+            key = self.recorder.on_arrival(req.input_tokens, req.output_tokens)
+            self.recorder.on_cached(key, req.cached)
             req.remaining = 0
         else:
-            key = self.recorder.on_arrival(req.input_tokens, req.output_tokens)
             cached = self.lookup(req)
             req.cached = cached
-            self.recorder.on_cached(key, cached)
+            if self.role != "prefill":
+                key = self.recorder.on_arrival(req.input_tokens, req.output_tokens)
+                self.recorder.on_cached(key, cached)
             req.remaining = req.input_tokens - cached
         self.queue.append(req)
 

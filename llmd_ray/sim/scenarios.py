@@ -26,10 +26,11 @@ CONFIG = {
         {"name": "l4-decode", "role": "decode", "accelerator": "L4", "profile": "l4-llama-3.1-8b",
          "cost_per_hour": PRICES["L4"], "max_replicas": 80, "kv_transfer_ms": 40},
     ],
-    "classes": [
-        {"name": "interactive", "ttft_ms": 1000, "itl_ms": 50, "max_input_tokens": 2048, "max_output_tokens": 512},
-        {"name": "batch", "ttft_ms": 10000, "itl_ms": 150},
-    ],
+    "qos": {"classes": {
+        "interactive": {"priority": 1, "ttft_objective_s": 1.0, "itl_objective_s": 0.05, "max_input_tokens": 2048,
+                        "max_output_tokens": 512},
+        "batch": {"priority": 0, "ttft_objective_s": 10.0, "itl_objective_s": 0.15},
+    }, "default_class": "batch"},
     "interval_s": 15, "forecast_horizon_s": 150, "ewma_half_life_s": 15, "trend_half_life_s": 60,
     "downscale_stable_s": 90, "downscale_margin": 0.15, "cold_start_s": 30, "utilization_cap": 0.8,
     "solve_in_background": False, "export_metrics": False,

@@ -41,7 +41,7 @@ from llmd_ray.tiers.config import KVTiersConfig, with_pd
 from llmd_ray.tiers.metrics import TierMetrics, flatten
 from llmd_ray.routing.hashing import block_hashes
 from llmd_ray.serving.metrics import EngineMetrics
-from llmd_ray.serving.replica import replica_context
+from llmd_ray.serving.replica import offset_rank, replica_context
 from llmd_ray.serving.server import LLMServer, kv_events_endpoints, kv_events_engine_args
 
 logger = logging.getLogger("ray.serve")
@@ -73,10 +73,11 @@ def sweep_dead_owners(root: str) -> int:
 
 class TieredLLMServer(LLMServer):
     async def __init__(self, engine_config: EngineConfig | dict, kv_index: Any = None,
-                       tiers: KVTiersConfig | dict | None = None, store: Any = None):
+                       tiers: KVTiersConfig | dict | None = None, store: Any = None, rank_offset: int = 0):
         self.config = EngineConfig.model_validate(engine_config)
         self.tiers = KVTiersConfig.model_validate(tiers or {})
-        self.rank, rid = replica_context()
+        rank, rid = replica_context()
+        self.rank = offset_rank(rank, rank_offset)
         self.metrics = EngineMetrics(self.config.name)
         self.tier_metrics = TierMetrics(self.config.name)
         self.demand = DemandRecorder()

@@ -10,8 +10,7 @@ from llmd_ray.autoscaling.demand import demand_from_shapes
 from llmd_ray.autoscaling.optimizer import Optimizer
 from llmd_ray.autoscaling.perf import Profile
 
-CLASSES = [{"name": "interactive", "ttft_ms": 800, "itl_ms": 60, "max_output_tokens": 512},
-           {"name": "batch", "ttft_ms": 5000, "itl_ms": 150}]
+QOS = {"classes": {"interactive": {"priority": 2, "ttft_objective_s": 0.8, "itl_objective_s": 0.06, "max_output_tokens": 512}, "batch": {"priority": 1, "ttft_objective_s": 5.0, "itl_objective_s": 0.15}}, "default_class": "batch"}
 
 
 def instance(seed, V=8, K=12, budget=True, ratio=False):
@@ -27,7 +26,7 @@ def instance(seed, V=8, K=12, budget=True, ratio=False):
                          "cost_per_hour": float(3.0 / s * rng.uniform(0.7, 1.3)), "max_replicas": 60,
                          "min_replicas": int(rng.integers(0, 2)), "pd_group": f"g{i % 2}",
                          "kv_transfer_ms": float(rng.choice([0.0, 20.0]))})
-    cfg = {"variants": variants, "classes": CLASSES}
+    cfg = {"variants": variants, "qos": QOS}
     if budget:
         cfg["budget"] = {"accelerators": {"A0": 40}}
     if ratio:

@@ -12,8 +12,7 @@ from llmd_ray.autoscaling.demand import demand_from_shapes
 from llmd_ray.autoscaling.optimizer import Optimizer
 from llmd_ray.autoscaling.perf import Profile
 
-CLASSES = [{"name": "interactive", "ttft_ms": 800, "itl_ms": 60, "max_output_tokens": 300},
-           {"name": "batch", "ttft_ms": 6000, "itl_ms": 200}]
+QOS = {"classes": {"interactive": {"priority": 2, "ttft_objective_s": 0.8, "itl_objective_s": 0.06, "max_output_tokens": 300}, "batch": {"priority": 1, "ttft_objective_s": 6.0, "itl_objective_s": 0.2}}, "default_class": "batch"}
 
 
 def prof(name, speed, kv=200_000):
@@ -47,7 +46,7 @@ def random_instance(seed):
     variants = [{"name": f"v{i}", "role": roles[i], "accelerator": f"A{i}", "profile": f"p{i}",
                  "cost_per_hour": float(rng.uniform(0.5, 5)), "max_replicas": 4,
                  "min_replicas": int(rng.integers(0, 2))} for i in range(3)]
-    cfg = AutoscalerConfig.model_validate({"variants": variants, "classes": CLASSES})
+    cfg = AutoscalerConfig.model_validate({"variants": variants, "qos": QOS})
     shapes = [(str(rng.choice(["interactive", "batch"])), float(rng.choice([200, 1000, 3000])),
                float(rng.choice([64, 256, 1024])), float(rng.uniform(0, 0.7)), float(rng.uniform(0.5, 8)))
               for _ in range(int(rng.integers(1, 4)))]
@@ -76,7 +75,7 @@ def test_milp_matches_brute_force(seed):
 def test_infeasible_demand_gives_best_effort_and_a_clear_status():
     cfg = AutoscalerConfig.model_validate({"variants": [
         {"name": "small", "accelerator": "L4", "profile": "p", "cost_per_hour": 1.0, "max_replicas": 2}],
-        "classes": CLASSES})
+        "qos": QOS})
     opt = Optimizer(cfg, {"p": prof("p", 1.0)})
     demand = demand_from_shapes([("interactive", 1000, 128, 0.0, 500.0)])
     plan = opt.solve(demand)
@@ -91,7 +90,7 @@ def test_budget_limits_and_is_reported():
     cfg = AutoscalerConfig.model_validate({"variants": [
         {"name": "fast", "accelerator": "H100", "profile": "f", "cost_per_hour": 1.0, "max_replicas": 50},
         {"name": "slow", "accelerator": "L4", "profile": "s", "cost_per_hour": 1.0, "max_replicas": 50}],
-        "classes": CLASSES, "budget": {"accelerators": {"H100": 1}}})
+        "qos": QOS, "budget": {"accelerators": {"H100": 1}}})
     opt = Optimizer(cfg, {"f": prof("f", 3.0), "s": prof("s", 1.0)})
     demand = demand_from_shapes([("interactive", 500, 128, 0.0, 200.0)])
     plan = opt.solve(demand)
@@ -104,17 +103,17 @@ def test_budget_limits_and_is_reported():
 def test_bounds_that_contradict_the_budget_hold_the_minimums():
     cfg = AutoscalerConfig.model_validate({"variants": [
         {"name": "a", "accelerator": "H100", "profile": "f", "cost_per_hour": 1.0, "min_replicas": 3}],
-        "classes": CLASSES, "budget": {"accelerators": {"H100": 2}}})
+        "qos": QOS, "budget": {"accelerators": {"H100": 2}}})
     plan = Optimizer(cfg, {"f": prof("f", 1.0)}).solve(demand_from_shapes([("batch", 500, 128, 0.0, 1.0)]))
     assert plan.status == "infeasible_bounds" and plan.counts == {"a": 3}
 
 
 def test_cheaper_aggregated_variant_takes_the_traffic_and_pd_balances():
     cfg = AutoscalerConfig.model_validate({"variants": [
-        {"name": "agg", "accelerator": "A", "profile": "p", "cost_per_hour": 1.0},
-        {"name": "pre", "role": "prefill", "accelerator": "A", "profile": "p", "cost_per_hour": 3.0},
-        {"name": "dec", "role": "decode", "accelerator": "A", "profile": "p", "cost_per_hour": 3.0}],
-        "classes": CLASSES})
+        {"name": "agg", "accelerator": "A", "profile": "p", "cost_per_hour": 1.0, "max_replicas": 64},
+        {"name": "pre", "role": "prefill", "accelerator": "A", "profile": "p", "cost_per_hour": 3.0, "max_replicas": 64},
+        {"name": "dec", "role": "decode", "accelerator": "A", "profile": "p", "cost_per_hour": 3.0, "max_replicas": 64}],
+        "qos": QOS})
     opt = Optimizer(cfg, {"p": prof("p", 1.0)})
     demand = demand_from_shapes([("batch", 2000, 512, 0.0, 5.0)])
     plan = opt.solve(demand)

@@ -6,7 +6,7 @@ import llmd_ray
 from llmd_ray import errors
 
 EXPECTED_ALL = [
-    "__version__", "build_app", "build_pd_app", "PDAppArgs", "AppArgs", "EngineConfig", "IngressConfig", "LLMServer", "OpenAIIngress",
+    "__version__", "build_app", "AppArgs", "EngineConfig", "IngressConfig", "LLMServer", "OpenAIIngress",
     "Engine", "GenerateRequest", "GenerateChunk", "SamplingOptions", "LLMDRayError", "ConfigError",
     "RequestError", "InvalidRequestError", "PromptTooLongError", "AuthenticationError", "ModelNotFoundError",
     "RequestTooLargeError", "EngineError", "EngineDeadError", "RequestAbortedError",

@@ -9,7 +9,7 @@ import pytest
 from llmd_ray.errors import RequestShedError, ServiceOverloadedError
 from llmd_ray.serving.flow_control import FlowControlConfig, FlowController, ReplicaLoad, StatsPoller, pool_saturated
 from llmd_ray.serving.flow_control_queue import FairQueue, Waiter
-from llmd_ray.serving.qos import QoSClass
+from llmd_ray.topology.qos import QoSClass
 
 CLASSES = {
     "interactive": QoSClass(priority=2, max_queue_wait_s=0.3),
@@ -221,7 +221,7 @@ async def test_stats_poller_feeds_the_controller_and_survives_failures():
 
 
 def test_pure_modules_import_no_ray():
-    code = ("import sys; import llmd_ray.serving.flow_control, llmd_ray.serving.qos, llmd_ray.serving.auth; "
+    code = ("import sys; import llmd_ray.serving.flow_control, llmd_ray.topology.qos, llmd_ray.serving.auth; "
             "assert 'ray' not in sys.modules and 'vllm' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from llmd_ray.errors import InvalidRequestError, ModelNotFoundError, PermissionDeniedError
-from llmd_ray.serving.qos import QoSClass, QoSConfig
+from llmd_ray.topology.qos import QoSClass, QoSConfig
 
 M = "tiny-llama"
 CFG = QoSConfig(model_aliases={"code-complete": "interactive"})

@@ -16,14 +16,8 @@ from llmd_ray.errors import EngineDeadError
 from llmd_ray.serving import retry
 from llmd_ray.serving.dispatch import VariantDispatcher, VariantStream
 from llmd_ray.serving.retry import RetryingStream
-from llmd_ray.serving.variants import (
-    VariantArgs,
-    VariantLoad,
-    choose_variant,
-    deployment_name,
-    resolve_variants,
-    stranded,
-)
+from llmd_ray.serving.variants import VariantLoad, choose_variant, stranded
+from llmd_ray.topology import Variant, deployment_name, pd_groups, resolve_engines
 
 VARIANTS_YAML = Path(__file__).resolve().parents[2] / "serve_configs" / "variants.yaml"
 
@@ -78,51 +72,68 @@ BASE = EngineConfig(model="tiny-llama", max_model_len=4096)
     ([{"name": "a"}, {"name": "b", "engine": {"no_such_field": 1}}], "variants.1.engine.no_such_field"),
     ([{"name": "a", "engine": {"max_model_len": 2048}}], "engine.max_model_len"),  # shared by the ingress
     ([{"name": "a", "engine": {"model": "other"}}], "engine.model"),
-    ([{"name": "a", "autoscaling": {"min_replicas": 2, "max_replicas": 1}}], "min_replicas"),
-    ([{"name": "a", "autoscaling": {"min_replicas": 0, "max_replicas": 2, "initial_replicas": 3}}], "initial_replicas"),
-    ([{"name": "a", "autoscaling": {"max_replicas": 0}}], "max_replicas"),
-    ([{"name": "a", "num_replicas": 2, "autoscaling": {"max_replicas": 2}}], "num_replicas"),
-    ([{"name": "a", "num_replicas": 0}], "num_replicas"),  # zero needs autoscaling with min 0
+    ([{"name": "a", "min_replicas": 2, "max_replicas": 1}], "min_replicas"),
+    ([{"name": "a", "min_replicas": 0, "max_replicas": 2, "initial_replicas": 3}], "initial_replicas"),
+    ([{"name": "a", "max_replicas": 0}], "max_replicas"),
+    ([{"name": "a", "num_replicas": 2, "max_replicas": 2}], "num_replicas"),
+    ([{"name": "a", "num_replicas": 0}], "num_replicas"),  # zero needs bounds with min 0
     ([{"name": "a", "replica_num_cpus": -1}], "replica_num_cpus"),
     ([{"name": "a", "accelerators": "L4"}], "accelerators"),  # extra fields are rejected
+    ([{"name": "a", "autoscaling": {"min_replicas": 1}}], "autoscaling: no longer a variant field: write min_replicas"),
+    ([{"name": "a", "deployment": "X"}], "deployment: no longer a variant field"),
+    ([{"name": "a", "role": "decode"}], "decode variant 'a' has no prefill variant"),
+    ([{"name": "p", "role": "prefill"}, {"name": "d", "role": "decode", "pd_group": "g"}], "prefill variant 'p' has no decode"),
+    ([{"name": "p", "role": "prefill"}, {"name": "q", "role": "prefill"}, {"name": "d", "role": "decode"}],
+     "one per group"),
 ])
 def test_bad_variants_name_the_field(variants, field):
     with pytest.raises((ValidationError, ValueError), match=field):
-        resolve_variants(BASE, [VariantArgs.model_validate(v) for v in variants])
+        vs = [Variant.model_validate(v) for v in variants]
+        pd_groups(vs)
+        resolve_engines(BASE, vs)
 
 
 def test_variant_engines_merge_over_the_app_engine():
-    a, b = (VariantArgs.model_validate(v) for v in (
-        {"name": "cpu-a", "engine": {"max_num_seqs": 16, "cpu_bind": "0"}, "autoscaling": {"min_replicas": 1}},
-        {"name": "cpu-b", "engine": {"cpu_bind": "1"}, "autoscaling": {"min_replicas": 0, "max_replicas": 3}}))
-    ea, eb = resolve_variants(BASE, [a, b])
+    a, b = (Variant.model_validate(v) for v in (
+        {"name": "cpu-a", "engine": {"max_num_seqs": 16, "cpu_bind": "0"}, "min_replicas": 1},
+        {"name": "cpu-b", "engine": {"cpu_bind": "1"}, "min_replicas": 0, "max_replicas": 3}))
+    ea, eb = resolve_engines(BASE, [a, b])
     assert (ea.cpu_bind, ea.max_num_seqs, eb.cpu_bind, eb.max_num_seqs) == ("0", 16, "1", BASE.max_num_seqs)
     assert ea.max_model_len == eb.max_model_len == 4096
-    assert deployment_name("cpu-b") == "LLMServer-cpu-b"
-    assert b.autoscaling.serve_config() == {"min_replicas": 0, "max_replicas": 3, "upscale_delay_s": 0.0,
+    assert deployment_name("cpu-b") == "LLMServer-cpu-b" == b.deployment_name
+    assert (a.min_replicas, a.max_replicas, a.autoscaled) == (1, 1, True)
+    assert b.serve_autoscaling_config() == {"min_replicas": 0, "max_replicas": 3, "upscale_delay_s": 0.0,
                                             "downscale_delay_s": 0.0, "metrics_interval_s": 2.0}
+    fixed = Variant(name="f", num_replicas=2)
+    assert (fixed.min_replicas, fixed.max_replicas, fixed.autoscaled) == (2, 2, False)
+    assert Variant.model_validate(fixed.model_dump()) == fixed  # what travels to the policy reads back
 
 
-def test_variants_yaml_args_agree_with_the_policy():
-    """Every variant the autoscaler sizes is a deployment the app builds, with the same bounds and hardware."""
+def test_p_d_groups_pair_prefill_and_decode():
+    vs = [Variant(name="p", role="prefill"), Variant(name="d1", role="decode"), Variant(name="d2", role="decode"),
+          Variant(name="agg")]
+    (g,) = pd_groups(vs).values()
+    assert (g.prefill, g.decode) == ("p", ["d1", "d2"])
+
+
+def test_variants_yaml_declares_each_variant_once_and_the_policy_only_knobs():
+    """The variants live in the app's args alone; the policy's kwargs carry knobs (the policy reads the
+    topology from the app: tests/component/test_autoscaling_policy.py)."""
     from llmd_ray.autoscaling.config import AutoscalerConfig
 
     (app,) = yaml.safe_load(VARIANTS_YAML.read_text())["applications"]
-    args = [VariantArgs.model_validate(v) for v in app["args"]["variants"]]
-    engines = resolve_variants(EngineConfig.model_validate(app["args"]["engine"]), args)
+    args = [Variant.model_validate(v) for v in app["args"]["variants"]]
+    engines = resolve_engines(EngineConfig.model_validate(app["args"]["engine"]), args)
     assert [e.cpu_bind for e in engines] == ["0", "1"]  # one core each
     assert engines[0].max_num_seqs != engines[1].max_num_seqs
     policy = app["autoscaling_policy"]
     assert policy["policy_function"] == "llmd_ray.autoscaling.policy:VariantAutoscalingPolicy"
-    cfg = AutoscalerConfig.model_validate(policy["policy_kwargs"])
-    by_name = {v.name: v for v in args}
-    assert [v.deployment_name for v in cfg.variants] == [deployment_name(v.name) for v in args]
-    for spec in cfg.variants:
-        v = by_name[spec.name]
-        assert (spec.min_replicas, spec.max_replicas) == (v.autoscaling.min_replicas, v.autoscaling.max_replicas)
-        assert spec.accelerator == v.accelerator
-        assert (Path(__file__).resolve().parents[2] / "llmd_ray/autoscaling/profiles" / f"{spec.profile}.json").exists()
-    assert min(v.autoscaling.min_replicas for v in args) == 0  # one variant can scale to zero
+    assert not {"variants", "classes", "qos"} & set(policy["policy_kwargs"])
+    cfg = AutoscalerConfig.model_validate({**policy["policy_kwargs"], "variants": args, "qos": app["args"]["qos"]})
+    for v in cfg.variants:
+        assert (Path(__file__).resolve().parents[2] / "llmd_ray/autoscaling/profiles" / f"{v.profile}.json").exists()
+    assert min(v.min_replicas for v in args) == 0  # one variant can scale to zero
+    assert cfg.classes[-1].ttft_ms == 1000 * app["args"]["qos"]["classes"]["interactive"]["ttft_objective_s"]
 
 
 # ------------------------------------------------------------- dispatch stream

@@ -12,11 +12,11 @@ from llmd_ray.sim.workload import SimJob, SimTurn, SynthText, block_hashes, sim_
 PROF = Profile("p", "m", "X", "estimated", itl_alpha_ms=10.0, itl_beta_ms=1.0, itl_gamma_ms=0.0,
                prefill_delta_ms=10.0, prefill_epsilon_ms=100.0, max_num_seqs=8, max_num_batched_tokens=4096,
                kv_cache_tokens=100_000, block_size=16)
-CLASSES = [{"name": "default", "ttft_ms": 1e6, "itl_ms": 1e6}]
+QOS = {"classes": {"default": {"priority": 1, "ttft_objective_s": 1000.0, "itl_objective_s": 1000.0}}, "default_class": "default"}
 
 
 def sim(variants, initial, **kw):
-    cfg = AutoscalerConfig.model_validate({"variants": variants, "classes": CLASSES})
+    cfg = AutoscalerConfig.model_validate({"variants": variants, "qos": QOS})
     return Simulator(cfg, {"p": PROF}, initial=initial, **kw)
 
 
@@ -24,7 +24,7 @@ def job(i, t, tokens, out, uid=None):
     return SimJob(i, t, [SimTurn(SynthText(((uid or 1000 + i, tokens),)), None, out, 0.0)])
 
 
-AGG = [{"name": "a", "accelerator": "X", "profile": "p", "cost_per_hour": 3.6}]
+AGG = [{"name": "a", "accelerator": "X", "profile": "p", "cost_per_hour": 3.6, "max_replicas": 64}]
 
 
 def test_one_request_timing_matches_the_profile():
@@ -58,9 +58,9 @@ def test_prefix_cache_hits_skip_prefill():
 
 
 def test_pd_handoff_adds_the_transfer_time():
-    pd = [{"name": "pre", "role": "prefill", "accelerator": "X", "profile": "p", "cost_per_hour": 1.0},
+    pd = [{"name": "pre", "role": "prefill", "accelerator": "X", "profile": "p", "cost_per_hour": 1.0, "max_replicas": 64},
           {"name": "dec", "role": "decode", "accelerator": "X", "profile": "p", "cost_per_hour": 1.0,
-           "kv_transfer_ms": 50}]
+           "kv_transfer_ms": 50, "max_replicas": 64}]
     s = sim(pd, {"pre": 1, "dec": 1})
     res = s.run([job(0, 0.0, 1000, 11)], until=10)
     (r,) = res.requests

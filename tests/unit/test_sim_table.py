@@ -10,7 +10,7 @@ def test_table_routing_matches_list_routing_in_the_simulator():
     prof = load_profile("h100-llama-3.1-8b")
     cfg = AutoscalerConfig.model_validate({"variants": [
         {"name": "h100", "accelerator": "H100", "profile": prof.name, "cost_per_hour": 3.0,
-         "min_replicas": 80, "max_replicas": 80}], "classes": [{"name": "default", "ttft_ms": 2000, "itl_ms": 100}]})
+         "min_replicas": 80, "max_replicas": 80}], "qos": {"classes": {"default": {"priority": 1, "ttft_objective_s": 2.0, "itl_objective_s": 0.1}}, "default_class": "default"}})
     bench = {"seed": 0, "workload": {"type": "shared_prefix", "num_groups": 40, "prompts_per_group": 20,
                                      "system_prompt_len": 800, "question_len": 200, "output_len": 200},
              "load": {"process": "poisson", "rate": 600, "duration_s": 2}}
