@@ -160,11 +160,18 @@ def test_wait_follows_the_watch_until_the_operator_reports_ready(apiserver, kube
         except Exception as e:  # noqa: BLE001 - surfaced below
             errors.append(e)
 
+    def wait_until(pred, what: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not pred():
+            assert not errors, errors
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: seen {seen}"
+            time.sleep(0.05)
+
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(1.0)
+    wait_until(lambda: seen, "the waiter's first read (the watch starts from its resourceVersion)")
     write_status(apiserver, name, generation=1, ready=False, app_status="DEPLOYING")
-    time.sleep(1.0)
+    wait_until(lambda: any(s.active and s.active[0].status == "DEPLOYING" for s in seen), "the watch to see DEPLOYING")
     assert t.is_alive()
     write_status(apiserver, name, generation=1, ready=True, app_status="RUNNING")
     t.join(30)
