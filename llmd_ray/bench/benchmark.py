@@ -20,15 +20,17 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from .arrivals import schedule
-from .config import BenchConfig, MultiTurnWorkload
+from llmd_ray.workloads.arrivals import schedule
+from llmd_ray.workloads.jobs import build_jobs, warmup_jobs
+from llmd_ray.workloads.spec import MultiTurnWorkload, default_count
+
+from .config import BenchConfig
 from .metrics import per_stage, summarize
 from .prompts import PromptBuilder, default_tokenizer_path, load_tokenizer
 from .report import environment_info, write_result
 from .runner import Runner, RunOptions
 from .schema import BenchResult, ClientOverhead
 from .server_metrics import MetricsPoller
-from .workloads import build_jobs, default_count, warmup_jobs
 
 
 @dataclass

@@ -15,7 +15,10 @@ import argparse
 import math
 import sys
 
-from .config import WORKLOAD_TYPES, BenchConfig, ConfigError, LengthDist, load_config_file, validate_config
+from llmd_ray.workloads.spec import WORKLOAD_TYPES
+
+from .config import ConfigError
+from .flags import config_from_args
 
 
 def parse_rates(text: str) -> list[float]:
@@ -127,70 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out")
     sub.add_parser("schema", help="print the JSON schema of result.json")
     return p
-
-
-_WORKLOAD_FLAGS = ("num_requests", "input_len", "output_len", "num_groups", "prompts_per_group", "system_prompt_len",
-                   "question_len", "group_popularity", "zipf_exponent", "num_sessions", "turns_per_session", "think_time_s")
-
-
-def _is_length(wtype: str, field: str) -> bool:
-    from . import config as C  # noqa: PLC0415
-
-    model = {"random": C.RandomWorkload, "long_input": C.LongInputWorkload, "long_output": C.LongOutputWorkload,
-             "shared_prefix": C.SharedPrefixWorkload, "multi_turn": C.MultiTurnWorkload}[wtype]
-    f = model.model_fields.get(field)
-    return f is not None and f.annotation is LengthDist
-
-
-def config_from_args(a: argparse.Namespace) -> BenchConfig:
-    data = load_config_file(a.config) if a.config else {}
-    wl = dict(data.get("workload") or {})
-    if a.workload and a.workload != wl.get("type", "random"):
-        wl = {}
-    wtype = a.workload or wl.get("type", "random")
-    wl["type"] = wtype
-    for key in _WORKLOAD_FLAGS:
-        v = getattr(a, key)
-        if v is None:
-            continue
-        if _is_length(wtype, key):
-            wl[key] = {**(wl.get(key) or {}), "mean": v}
-        else:
-            wl[key] = v
-    for key in ("input_len", "output_len", "question_len"):
-        if not _is_length(wtype, key) or not (a.length_distribution or a.range_ratio is not None or a.std_ratio):
-            continue
-        d = dict(wl.get(key) or {"mean": {"input_len": 512, "output_len": 128, "question_len": 64}[key]})
-        if a.range_ratio is not None:
-            d["range_ratio"] = a.range_ratio
-            d.setdefault("distribution", "uniform")
-        if a.std_ratio is not None:
-            d["std_ratio"] = a.std_ratio
-        if a.length_distribution:
-            d["distribution"] = a.length_distribution
-        wl[key] = d
-    data["workload"] = wl
-    load = dict(data.get("load") or {})
-    if a.rate is not None:
-        load["rate"], load["rates"] = (a.rate[0], None) if len(a.rate) == 1 else (load.get("rate", math.inf), a.rate)
-    if a.burstiness is not None and a.process is None and a.burstiness != 1.0:
-        load["process"] = "gamma"
-    for key in ("process", "burstiness", "max_concurrency", "stages", "duration_s"):
-        if getattr(a, key) is not None:
-            load[key] = getattr(a, key)
-    data["load"] = load
-    for key in ("name", "model", "tokenizer", "seed", "ignore_eos", "temperature", "metrics_url", "metrics_interval_s",
-                "timeout_s", "warmup_requests"):
-        if getattr(a, key) is not None:
-            data[key] = getattr(a, key)
-    slo = dict(data.get("slo") or {})
-    slo.update({k: v for k, v in (("ttft_ms", a.slo_ttft_ms), ("tpot_ms", a.slo_tpot_ms)) if v is not None})
-    data["slo"] = slo
-    if a.cost_per_hour is not None or a.replicas is not None:
-        cost = dict(data.get("cost") or {})
-        cost.update({k: v for k, v in (("per_hour", a.cost_per_hour), ("replicas", a.replicas)) if v is not None})
-        data["cost"] = cost
-    return validate_config(data, a.config or "command line")
 
 
 def run_systems_cmd(a: argparse.Namespace) -> int:

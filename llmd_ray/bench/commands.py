@@ -9,16 +9,18 @@ import shlex
 import sys
 from pathlib import Path
 
-from .arrivals import offered_rates, schedule
+from llmd_ray.workloads.arrivals import offered_rates, schedule
+from llmd_ray.workloads.jobs import build_jobs
+from llmd_ray.workloads.spec import default_count
+
 from .benchmark import RunRequest, prompt_builder, run_benchmark
-from .cli import config_from_args
 from .compare import Side, print_compare, run_compare
 from .config import BenchConfig
+from .flags import config_from_args
 from .overhead import format_overhead, measure_overhead
 from .report import load_result, print_summary, sweep_table, write_json
 from .schema import BenchResult
 from .server import ServerProcess, health_path_for, serve_run_command
-from .workloads import build_jobs, default_count
 
 
 def run_async(coro):

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from llmd_ray.workloads.jobs import Job, Turn
+
 from .runner import Runner, RunOptions
 from .schema import ClientOverhead
 from .server import ServerProcess
-from .workloads import Job, Turn
 
 
 def free_port() -> int:

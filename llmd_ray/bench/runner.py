@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from llmd_ray.workloads.jobs import Job
+
 from .client import chat_payload, completions_payload, make_http_client, stream_request
 from .schema import RequestRecord
-from .workloads import Job
 
 try:
     from tqdm import tqdm

@@ -14,24 +14,26 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from llmd_ray.autoscaling.config import AutoscalerConfig
 from llmd_ray.autoscaling.perf import Profile, load_profile
-from llmd_ray.bench.config import BenchConfig, load_config_file
 from llmd_ray.sim.fleet import Simulator
 from llmd_ray.sim.workload import sim_jobs
+from llmd_ray.workloads.spec import RunSpec
 
 
-def simulate_bench(config: BenchConfig | dict | str | Path, profile: Profile | str, replicas: int = 2, *,
+def simulate_bench(config: RunSpec | dict | str | Path, profile: Profile | str, replicas: int = 2, *,
                    router_config: dict | str | None = None, rate: float | None = None, seed: int = 0,
                    router: str = "llmd", kv_cache_tokens: int | None = None, ttft_overhead_s: float = 0.0) -> dict:
     """``router``: ``llmd`` (the plugin Scheduler with ``router_config``) or ``pow2`` (Ray's default);
     ``kv_cache_tokens`` overrides the profile's KV size (e.g. a serve config's ``num_kv_blocks``);
     ``ttft_overhead_s`` is a fixed per-request delay before the engine (ingress, proxy, client) that the
-    simulator does not model, added to every request's arrival at the engine."""
+    simulator does not model, added to every request's arrival at the engine. ``config``: a benchmark config
+    (a ``BenchConfig``, its dict or YAML file; only seed, workload and load are read) or a ``RunSpec``."""
     if isinstance(config, (str, Path)):
-        config = load_config_file(config)
-    cfg = config if isinstance(config, BenchConfig) else BenchConfig.model_validate(config)
+        config = yaml.safe_load(Path(config).read_text()) or {}
+    cfg = RunSpec.of(config)
     prof = load_profile(profile) if isinstance(profile, str) else profile
     if kv_cache_tokens is not None:
         prof = replace(prof, kv_cache_tokens=int(kv_cache_tokens))

@@ -1,6 +1,6 @@
-"""Token-level workloads for the simulator, built by the benchmark harness's own generators.
+"""Token-level workloads for the simulator, built by the same generators as the benchmark harness.
 
-``llmd_ray.bench.workloads.build_jobs`` asks a prompt builder for text of an
+``llmd_ray.workloads.jobs.build_jobs`` asks a prompt builder for text of an
 exact token count. ``SyntheticPromptBuilder`` answers with ``SynthText``: a
 tuple of (uid, length) segments standing for token ids that are a pure
 function of (uid, position). No tokenizer is needed, equal prefixes share
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmd_ray.bench.arrivals import schedule
-from llmd_ray.bench.config import BenchConfig, MultiTurnWorkload
-from llmd_ray.bench.workloads import build_jobs, default_count
+from llmd_ray.workloads.arrivals import schedule
+from llmd_ray.workloads.jobs import build_jobs
+from llmd_ray.workloads.spec import MultiTurnWorkload, RunSpec, default_count
 
 
 class SynthText(tuple):
@@ -31,7 +31,7 @@ class SynthText(tuple):
 
 
 class SyntheticPromptBuilder:
-    """Duck-types ``llmd_ray.bench.prompts.PromptBuilder`` at the token level."""
+    """A ``llmd_ray.workloads.jobs.TextBuilder`` at the token level (the harness's ``PromptBuilder`` uses a tokenizer)."""
 
     special_overhead = 0
 
@@ -106,9 +106,10 @@ class SimJob:
     session_id: str | None = None
 
 
-def sim_jobs(config: BenchConfig | dict, rate: float | None = None, time_offset: float = 0.0, salt: int = 0) -> list[SimJob]:
-    """The jobs of a benchmark config, as the harness would send them (same seed: same lengths and times)."""
-    cfg = config if isinstance(config, BenchConfig) else BenchConfig.model_validate(config)
+def sim_jobs(config: RunSpec | dict, rate: float | None = None, time_offset: float = 0.0, salt: int = 0) -> list[SimJob]:
+    """The jobs of a benchmark config (see ``RunSpec.of``), as the harness would send them (same seed: same
+    lengths and times)."""
+    cfg = RunSpec.of(config)
     arrivals = schedule(cfg.load, default_count(cfg.workload), cfg.seed, rate)
     jobs = build_jobs(cfg.workload, len(arrivals), SyntheticPromptBuilder(), cfg.seed, salt)
     out = []

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from llmd_ray.bench.arrivals import fixed_count, gaps, schedule, staged
-from llmd_ray.bench.config import LoadSpec, Stage
+from llmd_ray.workloads.arrivals import fixed_count, gaps, schedule, staged
+from llmd_ray.workloads.spec import LoadSpec, Stage
 
 
 def test_constant_gaps():

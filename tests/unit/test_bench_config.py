@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from llmd_ray.bench.cli import build_parser, config_from_args
-from llmd_ray.bench.config import ConfigError, LengthDist, load_config_file, validate_config
+from llmd_ray.bench.cli import build_parser
+from llmd_ray.bench.config import ConfigError, load_config_file, validate_config
+from llmd_ray.bench.flags import config_from_args
+from llmd_ray.workloads.spec import LengthDist
 
 CONFIGS = sorted((Path(__file__).parents[2] / "bench" / "configs").glob("*.yaml"))
 
@@ -40,9 +42,10 @@ def test_errors_name_the_field(data, field):
 
 def test_every_field_is_described():
     from llmd_ray.bench import config as C
+    from llmd_ray.workloads import spec as W
 
-    for model in (C.RandomWorkload, C.SharedPrefixWorkload, C.MultiTurnWorkload, C.LoadSpec, C.SLO, C.Cost,
-                  C.BenchConfig, C.LengthDist, C.Stage):
+    for model in (W.RandomWorkload, W.SharedPrefixWorkload, W.MultiTurnWorkload, W.LoadSpec, C.SLO, C.Cost,
+                  C.BenchConfig, W.LengthDist, W.Stage, W.RunSpec):
         for name, f in model.model_fields.items():
             assert f.description or name == "type", f"{model.__name__}.{name} has no description"
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from llmd_ray.bench.config import Stage
+from llmd_ray.workloads.spec import Stage
 from llmd_ray.bench.metrics import flatten, max_concurrency, per_stage, stats, summarize
 from llmd_ray.bench.schema import RequestRecord
 

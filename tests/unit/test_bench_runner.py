@@ -6,7 +6,7 @@ import pytest
 from llmd_ray.bench.fake_server import FakeOptions, FakeServer
 from llmd_ray.bench.metrics import summarize
 from llmd_ray.bench.runner import Runner, RunOptions
-from llmd_ray.bench.workloads import Job, Turn
+from llmd_ray.workloads.jobs import Job, Turn
 
 
 def jobs(n, tokens=8, gap=0.0):

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from llmd_ray.bench.config import LengthDist, MultiTurnWorkload, RandomWorkload, SharedPrefixWorkload
+from llmd_ray.workloads.spec import LengthDist, MultiTurnWorkload, RandomWorkload, SharedPrefixWorkload, default_count
 from llmd_ray.bench.prompts import PromptBuilder, load_tokenizer
 from llmd_ray.bench.testing import cached_test_tokenizer
-from llmd_ray.bench.workloads import build_jobs, default_count, draw_lengths, group_sequence, warmup_jobs
+from llmd_ray.workloads.jobs import build_jobs, draw_lengths, group_sequence, warmup_jobs
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +94,8 @@ def test_warmup_prompts_differ_from_workload(builder):
 def test_hotspot_popularity_sends_the_stated_share_to_group_zero():
     import numpy as np
 
-    from llmd_ray.bench.config import SharedPrefixWorkload
-    from llmd_ray.bench.workloads import group_sequence
+    from llmd_ray.workloads.jobs import group_sequence
+    from llmd_ray.workloads.spec import SharedPrefixWorkload
 
     w = SharedPrefixWorkload(num_groups=8, prompts_per_group=4, group_popularity="hotspot", hotspot_fraction=0.7)
     seq = group_sequence(w, 4000, np.random.default_rng(0))

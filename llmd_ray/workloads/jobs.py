@@ -1,4 +1,4 @@
-"""Workloads: the seeded list of jobs a run sends.
+"""Jobs: the seeded list of jobs a run sends.
 
 A job is one request (single-turn workloads, sent to /v1/completions) or one
 chat session (multi_turn, /v1/chat/completions), each a list of turns.
@@ -13,10 +13,11 @@ a server's prefix cache cannot carry hits over from an earlier run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
-from .config import (
+from llmd_ray.workloads.spec import (
     LengthDist,
     LongInputWorkload,
     LongOutputWorkload,
@@ -24,7 +25,17 @@ from .config import (
     RandomWorkload,
     SharedPrefixWorkload,
 )
-from .prompts import PromptBuilder
+
+
+class TextBuilder(Protocol):
+    """Text of an exact token count: ``llmd_ray.bench.prompts.PromptBuilder`` (real tokenizer) or
+    ``llmd_ray.sim.workload.SyntheticPromptBuilder`` (token-level stand-ins)."""
+
+    special_overhead: int
+
+    def text(self, n_tokens: int, rng: np.random.Generator, prefix: Any = "") -> Any: ...
+
+    def content(self, n_tokens: int, rng: np.random.Generator) -> Any: ...
 
 
 @dataclass
@@ -73,15 +84,7 @@ def zipf_weights(k: int, s: float) -> np.ndarray:
     return w / w.sum()
 
 
-def default_count(workload) -> int:
-    if isinstance(workload, SharedPrefixWorkload):
-        return workload.num_requests or workload.num_groups * workload.prompts_per_group
-    if isinstance(workload, MultiTurnWorkload):
-        return workload.num_sessions
-    return workload.num_requests
-
-
-def build_jobs(workload, n: int, builder: PromptBuilder, seed: int, salt: int = 0) -> list[Job]:
+def build_jobs(workload, n: int, builder: TextBuilder, seed: int, salt: int = 0) -> list[Job]:
     """n jobs (requests, or sessions for multi_turn) for this workload."""
     structure = np.random.default_rng([seed, 1])
     content = np.random.default_rng([seed, 2, salt])
@@ -153,7 +156,7 @@ def _multi_turn_jobs(w: MultiTurnWorkload, n, builder, structure, content, seed)
     return jobs
 
 
-def warmup_jobs(workload, count: int, builder: PromptBuilder, seed: int) -> list[Job]:
+def warmup_jobs(workload, count: int, builder: TextBuilder, seed: int) -> list[Job]:
     """Short distinct prompts (never overlapping the measured ones' content) to
     check the endpoint and warm the server before measuring."""
     rng = np.random.default_rng([seed, 99])

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import LoadSpec, Stage
+from llmd_ray.workloads.spec import LoadSpec, Stage
 
 
 @dataclass(frozen=True)
