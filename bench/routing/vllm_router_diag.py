@@ -12,7 +12,7 @@ import httpx, numpy as np
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from llmd_ray.bench.prompts import PromptBuilder
-from llmd_ray.engine.tiny import resolve_model
+from llmd_ray.engine.models import resolve_model
 env = {**os.environ, "LOG_DIR": "/tmp/vr_logs"}
 os.makedirs("/tmp/vr_logs", exist_ok=True)
 p = subprocess.Popen(["bash", "bench/routing/peers/vllm_router.sh"], cwd=str(ROOT), env=env,

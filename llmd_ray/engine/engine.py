@@ -20,7 +20,7 @@ from typing import Any
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.cpu import allowed_cpus, cpu_bind_value
 from llmd_ray.engine.stats import EngineStats, StatsRecorder
-from llmd_ray.engine.tiny import resolve_model
+from llmd_ray.engine.models import resolve_model
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest, SamplingOptions, TokenLogprob
 from llmd_ray.errors import EngineDeadError, EngineError, InvalidRequestError, RequestAbortedError
 

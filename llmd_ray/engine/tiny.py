@@ -18,14 +18,15 @@ one CPU core, so prefill cost, prefix caching and P/D disaggregation show up on
 CPU-only hosts. The output is meaningless text that rarely hits an end-of-turn
 token, so generations usually run to ``max_tokens``.
 
-Usage: ``python -m llmd_ray.engine.tiny --out DIR [--force]``.
+Usage: ``python -m llmd_ray.engine.tiny --out DIR [--force]``. Serving configs
+name it ``model: tiny-llama``; ``llmd_ray.engine.models.resolve_model`` builds it
+on first use.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import fcntl
 import json
 import os
 import random
@@ -118,26 +119,6 @@ def build_tiny_model(out_dir: str | os.PathLike[str], *, force: bool = False) ->
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
-
-
-def resolve_model(name: str) -> str:
-    """Map a model name from a serving config to what vLLM should load.
-
-    ``"tiny-llama"`` is built at :func:`default_model_dir` if needed (under an
-    ``fcntl`` lock, so concurrent replicas build it once) and its path returned;
-    an existing local directory becomes absolute; anything else (a hub id) is
-    returned unchanged.
-    """
-    if name == TINY_MODEL_NAME:
-        target = default_model_dir().absolute()
-        if not is_complete(target):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target.parent / f".{target.name}.lock", "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-                build_tiny_model(target)  # a no-op if another process built it meanwhile
-        return str(target)
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.is_dir() else name
 
 
 def _marker(spec: TinyLlamaSpec) -> dict:

@@ -36,7 +36,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmd_ray.engine.config import EngineConfig
-from llmd_ray.engine.tiny import resolve_model
+from llmd_ray.engine.models import resolve_model
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest, SamplingOptions
 from llmd_ray.errors import (
     ConfigError,

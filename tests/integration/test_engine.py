@@ -8,7 +8,7 @@ import pytest
 
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.engine import Engine
-from llmd_ray.engine.tiny import resolve_model
+from llmd_ray.engine.models import resolve_model
 from llmd_ray.engine.types import GenerateRequest, SamplingOptions
 from llmd_ray.errors import InvalidRequestError
 

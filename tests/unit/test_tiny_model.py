@@ -1,4 +1,4 @@
-"""Tests for the offline tiny-llama builder (llmd_ray.engine.tiny); no Ray, no vLLM."""
+"""The offline tiny-llama builder (engine.tiny) and model resolution (engine.models); no Ray, no vLLM."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmd_ray.engine import tiny
+from llmd_ray.engine import models, tiny
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,14 +149,14 @@ def test_foreign_directory_is_not_overwritten(tmp_path, monkeypatch):
 
 def test_resolve_model_passes_unknown_names_through():
     for name in ("meta-llama/Llama-3.1-8B-Instruct", "no/such/dir", "Qwen/Qwen2.5-0.5B"):
-        assert tiny.resolve_model(name) == name
+        assert models.resolve_model(name) == name
 
 
 def test_resolve_model_absolutizes_local_dirs(tmp_path, monkeypatch):
     (tmp_path / "models" / "mine").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    assert tiny.resolve_model("models/mine") == str((tmp_path / "models" / "mine").resolve())
-    assert tiny.resolve_model("./models/../models/mine") == str((tmp_path / "models" / "mine").resolve())
+    assert models.resolve_model("models/mine") == str((tmp_path / "models" / "mine").resolve())
+    assert models.resolve_model("./models/../models/mine") == str((tmp_path / "models" / "mine").resolve())
 
 
 def test_default_model_dir(tmp_path, monkeypatch):
@@ -170,15 +170,15 @@ def test_default_model_dir(tmp_path, monkeypatch):
 def test_resolve_tiny_builds_once_at_default_dir(tmp_path, monkeypatch):
     monkeypatch.setenv(tiny.MODEL_DIR_ENV, str(tmp_path / "cache" / "tiny"))
     monkeypatch.setattr(tiny, "_write_model", fake_write_model)
-    path = tiny.resolve_model(tiny.TINY_MODEL_NAME)
+    path = models.resolve_model(tiny.TINY_MODEL_NAME)
     assert path == str(tmp_path / "cache" / "tiny") and tiny.is_complete(path)
     assert (tmp_path / "cache" / ".tiny.lock").exists()
     monkeypatch.setattr(tiny, "_write_model", no_build)
-    assert tiny.resolve_model(tiny.TINY_MODEL_NAME) == path
+    assert models.resolve_model(tiny.TINY_MODEL_NAME) == path
 
 
 def test_import_is_cheap():
-    code = ("import sys, llmd_ray.engine.tiny; "
+    code = ("import sys, llmd_ray.engine.tiny, llmd_ray.engine.models; "
             "heavy = {'torch', 'transformers', 'tokenizers', 'vllm', 'ray'} & set(sys.modules); "
             "assert not heavy, heavy")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
