@@ -180,7 +180,7 @@ def deploy(name: str = "fuzz-component", prefix: str = "/fuzz") -> str:
     """The fuzz target: the real ingress (auth + flow control) over SimLLM, on the running Serve."""
     from ray import serve
 
-    from llmd_ray.serving.flow_control_sim import SimLLM
+    from tests.support.sim_llm import SimLLM
     from llmd_ray.serving.ingress import OpenAIIngress
 
     engine = {"model": MODEL, "max_model_len": 4096}

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from ray import serve
 
-from llmd_ray.serving.flow_control_sim import SimLLM
 from llmd_ray.serving.ingress import OpenAIIngress
 from tests.conftest import HTTP_PORT, METRICS_PORT
+from tests.support.sim_llm import SimLLM
 
 APP, PREFIX = "qos-component", "/qos"
 KEY = {"authorization": "Bearer sk-team-a-0001"}

@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve._private.common import DeploymentID
 
-from llmd_ray.serving.flow_control_sim import SimLLM
 from llmd_ray.serving.ingress import OpenAIIngress
 from tests.conftest import HTTP_PORT
+from tests.support.sim_llm import SimLLM
 
 APP, PREFIX = "variants-component", "/variants"
 NAMES = {"cpu-a": "LLMServer-cpu-a", "cpu-b": "LLMServer-cpu-b"}
