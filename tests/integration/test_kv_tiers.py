@@ -150,8 +150,33 @@ def _dir_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs if f.endswith(".kvb"))
 
 
-async def _wait_stats_flush() -> None:
-    await asyncio.sleep(1.2)  # the connector writes its counters at most every 0.5 s
+def _total(owners: list[str], key: str) -> int:
+    return sum(_conn_stats(o).get(key, 0) for o in owners)
+
+
+async def _counted(owners: list[str], lookups: int, timeout: float = 20.0) -> None:
+    """Wait until the connectors of ``owners`` have counted ``lookups`` scheduled requests in all.
+
+    A connector writes its counters (lookups and tier hits, in one file write) when it schedules a
+    request, before the request runs: once they show a request, its hits are in too.
+    """
+    deadline = time.monotonic() + timeout
+    while _total(owners, "lookups") < lookups:
+        assert time.monotonic() < deadline, f"connectors counted {_total(owners, 'lookups')} of {lookups} requests"
+        await asyncio.sleep(0.1)
+
+
+async def _wait_running(replicas: int, timeout: float = 30.0) -> None:
+    """Wait until Serve's controller reports ``replicas`` running LLMServer replicas."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout
+    while True:
+        dep = (await asyncio.to_thread(serve.status)).applications[APP].deployments["LLMServer"]
+        if dep.replica_states.get("RUNNING", 0) == replicas:
+            return
+        assert time.monotonic() < deadline, f"LLMServer replicas: {dep.replica_states}, not {replicas} running"
+        await asyncio.sleep(0.1)
 
 
 async def _evict_engine_caches(client: httpx.AsyncClient, rng: random.Random) -> None:
@@ -163,16 +188,19 @@ async def _evict_engine_caches(client: httpx.AsyncClient, rng: random.Random) ->
 async def test_tier_hits_are_token_identical_across_block_boundaries_and_eviction(tiers_app, store):
     rng = random.Random(9)
     prompts = [_tokens(rng, n) for n in (127, 128, 129, 256, 385, 700)]
+    owners = _owners(tiers_app["shm_root"])
+    assert len(owners) == 2, owners
+    n0 = _total(owners, "lookups")
     async with httpx.AsyncClient(base_url=tiers_app["url"], timeout=300) as client:
         cold = [await _complete(client, p) for p in prompts]
         ns = _namespace(tiers_app["shm_root"])
         for p in prompts:
             await _wait_shared(store, ns, p)
-        await _wait_stats_flush()
+        await _counted(owners, n0 + len(prompts))
         before = _tier_hits(tiers_app["shm_root"])
         await _evict_engine_caches(client, rng)
         warm = [await _complete(client, p) for p in prompts]
-        await _wait_stats_flush()
+        await _counted(owners, n0 + 2 * len(prompts) + 4)  # and the 4 fillers
         after = _tier_hits(tiers_app["shm_root"])
     for p, c, w in zip(prompts, cold, warm):
         assert _out(w) == _out(c), f"{len(p)}-token prompt: tier hit changed the greedy output"
@@ -202,14 +230,14 @@ async def test_killed_replica_prefix_is_reused_from_the_shared_tier(tiers_app, s
         names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                  if a["name"].startswith(f"SERVE_REPLICA::{APP}#LLMServer#") and a["name"].endswith(computed_by)]
         assert len(names) == 1, names
-        shared_before = sum(_conn_stats(o).get("hit_blocks_shared", 0) for o in survivor)
+        shared_before, lookups_before = _total(survivor, "hit_blocks_shared"), _total(survivor, "lookups")
         ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
-        await asyncio.sleep(1.0)
+        await _wait_running(1)  # Serve saw it die (its replacement's engine takes far longer to start)
         again = await _complete(client, prompt)  # only the survivor is up
-        await _wait_stats_flush()
+        await _counted(survivor, lookups_before + 1)
     assert _out(again) == _out(first)
     assert _cached(again) == 5 * BLOCK
-    shared_after = sum(_conn_stats(o).get("hit_blocks_shared", 0) for o in survivor)
+    shared_after = _total(survivor, "hit_blocks_shared")
     assert shared_after - shared_before == 5, (shared_before, shared_after)
 
 
