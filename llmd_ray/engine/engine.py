@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from llmd_ray.engine import lifeline
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.cpu import allowed_cpus, cpu_bind_value
 from llmd_ray.engine.stats import EngineStats, StatsRecorder
@@ -74,7 +75,8 @@ class Engine:
         factory = _stat_logger_factory(holder)
         t0 = time.perf_counter()
         engine_args = {**config.engine_args(model_path, device), **(extra_engine_args or {})}
-        llm = await asyncio.to_thread(_build_async_llm, engine_args, factory)
+        with lifeline.claim():  # the engine's processes die with this one, however it goes
+            llm = await asyncio.to_thread(_build_async_llm, engine_args, factory)
         engine = cls(config, llm, device, cpu_bind, time.perf_counter() - t0)
         engine._observers = list(observers or [])
         holder["engine"] = engine
