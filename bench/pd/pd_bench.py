@@ -52,14 +52,15 @@ def start(ray_port: int = PORT):
 def deploy(kind: str, **kw) -> str:
     from ray import serve
 
-    from llmd_ray import build_app, build_pd_app
+    from llmd_ray import build_app
 
     t0 = time.perf_counter()
     if kind == "aggregated":
         app = build_app({"num_replicas": kw.get("replicas", 1), "engine": ENGINE, "router": {"policy": "pow2"}})
     else:
-        app = build_pd_app({"engine": ENGINE, "pd": {"transport": kw.get("transport", "object_store"),
-                                                     "decider": {"policy": kw.get("policy", "always")}}})
+        app = build_app({"engine": ENGINE, "pd": {"transport": kw.get("transport", "object_store"),
+                                                  "decider": {"policy": kw.get("policy", "always")}},
+                         "variants": [{"name": "prefill", "role": "prefill"}, {"name": "decode", "role": "decode"}]})
     serve.run(app, name="bench", route_prefix="/")
     print(f"{kind} {kw} ready in {time.perf_counter() - t0:.0f}s", flush=True)
     return f"http://127.0.0.1:{PORT}"
@@ -75,7 +76,7 @@ def undeploy() -> None:
 async def pd_stats() -> dict:
     from ray import serve
 
-    return await serve.get_deployment_handle("DecodeServer", app_name="bench").pd_stats.remote()
+    return await serve.get_deployment_handle("LLMServer-decode", app_name="bench").pd_stats.remote()
 
 
 def object_store_stats(kind: str, kw: dict):

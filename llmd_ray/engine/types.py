@@ -8,7 +8,7 @@ pickled across Ray processes, so keep them small: token ids, not tensors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "abort", "error", "repetition"]
 
@@ -25,6 +25,10 @@ class SamplingOptions:
     logprobs: int | None = None  # None: no logprobs; k >= 0: sampled token plus top-k
     ignore_eos: bool = False
     min_tokens: int = 0
+    # The front door's request (llmd_ray.frontdoor): vLLM's own SamplingParams and generate() arguments, a
+    # ``llmd_ray.engine.vllm_call.VllmCall``. When set, it replaces the knobs above (which then only describe
+    # the request, e.g. max_tokens for demand counting) and the engine yields vLLM's RequestOutput too.
+    vllm: Any = None
 
 
 @dataclass(slots=True)
@@ -36,6 +40,7 @@ class GenerateRequest:
     sampling: SamplingOptions
     stream: bool = True  # False: the engine yields one final chunk only
     session_id: str | None = None
+    kv_transfer_params: dict[str, Any] | None = None  # vLLM's KV connector params (P/D's decode half)
 
 
 @dataclass(slots=True)
@@ -61,6 +66,7 @@ class GenerateChunk:
     stop_reason: str | int | None = None
     logprobs: list[TokenLogprob] | None = None
     replica: str | None = None  # the Serve replica that produced it (set by the deployment)
+    output: Any = None  # the vLLM RequestOutput (delta) behind it, for requests carrying ``sampling.vllm``
 
     @property
     def finished(self) -> bool:

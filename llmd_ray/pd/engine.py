@@ -1,11 +1,9 @@
-"""The engine of a P/D replica: the foundation's ``Engine`` plus KV transfer params.
+"""The engine half of P/D, over the foundation's ``Engine``.
 
-``PDGenerateRequest`` is a ``GenerateRequest`` that carries vLLM
-``kv_transfer_params`` (for the decode half: where to load the prompt's KV
-from). ``PDEngine.prefill`` runs the prefill half: the prompt with
-``max_tokens=1`` and the connector's export params, and returns the params
-the engine hands back (our :class:`~llmd_ray.pd.handoff.KVHandoff`, or
-NIXL's remote block ids).
+The decode half needs nothing of its own: ``GenerateRequest.kv_transfer_params`` tells the engine's KV
+connector where to load the prompt's blocks from. The prefill half is :func:`run_prefill`: the prompt
+with ``max_tokens=1`` and the connector's export params, returning the params the engine hands back
+(our :class:`~llmd_ray.pd.handoff.KVHandoff`, or NIXL's remote block ids).
 """
 
 from __future__ import annotations
@@ -16,13 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmd_ray.engine.engine import Engine
-from llmd_ray.engine.types import GenerateRequest
 from llmd_ray.errors import EngineDeadError, EngineError, RequestAbortedError
-
-
-@dataclass(slots=True)
-class PDGenerateRequest(GenerateRequest):
-    kv_transfer_params: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -32,52 +24,43 @@ class PrefillResult:
     elapsed_s: float
 
 
-class PDEngine(Engine):
-    """An ``Engine`` whose requests may carry ``kv_transfer_params``."""
+async def run_prefill(engine: Engine, request_id: str, prompt_token_ids: list[int],
+                      kv_transfer_params: dict[str, Any]) -> PrefillResult:
+    """Compute the prompt's KV (one greedy token, discarded) and return the engine's transfer params."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+    from vllm.v1.engine.exceptions import EngineDeadError as VllmEngineDeadError
 
-    def _sampling_params(self, request: GenerateRequest):
-        params = super()._sampling_params(request)
-        kv = getattr(request, "kv_transfer_params", None)
-        if kv:
-            params.extra_args = {**(params.extra_args or {}), "kv_transfer_params": dict(kv)}
-        return params
+    params = SamplingParams(
+        max_tokens=1,
+        temperature=0.0,
+        extra_args={"kv_transfer_params": dict(kv_transfer_params)},
+        output_kind=RequestOutputKind.FINAL_ONLY,
+    )
+    t0 = time.perf_counter()
+    last = None
+    finished = False
+    try:
+        async for out in engine._llm.generate(TokensPrompt(prompt_token_ids=prompt_token_ids), params, request_id):
+            last = out
+            finished = out.finished
+    except VllmEngineDeadError as e:
+        raise EngineDeadError(f"engine died: {e}") from e
+    finally:
+        if not finished:
+            await asyncio.shield(engine.abort(request_id))
+    if last is None:
+        raise EngineError(f"prefill of {request_id} returned no output")
+    reason = last.outputs[0].finish_reason if last.outputs else None
+    if reason == "abort":
+        raise RequestAbortedError(f"prefill of {request_id} was aborted by the engine")
+    return PrefillResult(last.kv_transfer_params, last.num_cached_tokens or 0, time.perf_counter() - t0)
 
-    async def prefill(self, request_id: str, prompt_token_ids: list[int], kv_transfer_params: dict[str, Any]) -> PrefillResult:
-        """Compute the prompt's KV (one greedy token, discarded) and return the engine's transfer params."""
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
-        from vllm.v1.engine.exceptions import EngineDeadError as VllmEngineDeadError
 
-        params = SamplingParams(
-            max_tokens=1,
-            temperature=0.0,
-            extra_args={"kv_transfer_params": dict(kv_transfer_params)},
-            output_kind=RequestOutputKind.FINAL_ONLY,
-        )
-        t0 = time.perf_counter()
-        last = None
-        finished = False
-        try:
-            async for out in self._llm.generate(TokensPrompt(prompt_token_ids=prompt_token_ids), params, request_id):
-                last = out
-                finished = out.finished
-        except VllmEngineDeadError as e:
-            raise EngineDeadError(f"engine died: {e}") from e
-        finally:
-            if not finished:
-                await asyncio.shield(self.abort(request_id))
-        if last is None:
-            raise EngineError(f"prefill of {request_id} returned no output")
-        reason = last.outputs[0].finish_reason if last.outputs else None
-        if reason == "abort":
-            raise RequestAbortedError(f"prefill of {request_id} was aborted by the engine")
-        return PrefillResult(last.kv_transfer_params, last.num_cached_tokens or 0, time.perf_counter() - t0)
-
-    @property
-    def kv_bytes_per_token(self) -> int:
-        """KV cache bytes one token takes across all layers (K and V)."""
-        vc = self._llm.vllm_config
-        mc, pc = vc.model_config, vc.parallel_config
-        itemsize = {"float32": 4, "float16": 2, "bfloat16": 2}.get(str(mc.dtype).removeprefix("torch."), 4)
-        return 2 * mc.get_num_layers(pc) * mc.get_num_kv_heads(pc) * mc.get_head_size() * itemsize
+def kv_bytes_per_token(engine: Engine) -> int:
+    """KV cache bytes one token takes across all layers (K and V)."""
+    vc = engine._llm.vllm_config
+    mc, pc = vc.model_config, vc.parallel_config
+    itemsize = {"float32": 4, "float16": 2, "bfloat16": 2}.get(str(mc.dtype).removeprefix("torch."), 4)
+    return 2 * mc.get_num_layers(pc) * mc.get_num_kv_heads(pc) * mc.get_head_size() * itemsize

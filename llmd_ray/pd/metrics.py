@@ -1,7 +1,7 @@
 """P/D metrics: split decisions with their reasons, fallbacks, handoff bytes and time.
 
 Exported through Ray's metrics port (``ray_llmd_pd_*``); the same counts are
-kept in-process so ``DecodeServer.pd_stats()`` can report them without a
+kept in-process so ``LLMServer.pd_stats()`` (decode role) can report them without a
 metrics scrape.
 """
 

@@ -16,6 +16,7 @@ from llmd_ray.pd.config import PDConfig
 from llmd_ray.routing.config import parse_config
 from llmd_ray.serving.ingress import IngressConfig, OpenAIIngress
 from llmd_ray.serving.kv_index import KVIndex
+from llmd_ray.serving.feature import ReplicaFeatures
 from llmd_ray.serving.server import LLMServer
 from llmd_ray.tiers.config import KVTiersConfig
 from llmd_ray.topology import QoSConfig, Variant, entry_variants, pd_groups, resolve_engines
@@ -165,38 +166,23 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
         if precise else None
     )
     common = (engine.model_dump(), a.ingress.model_dump(), a.qos.model_dump())
+    store = shared_kv_store(a.kv_tiers, kv_index) if a.kv_tiers is not None else None
+    tiers = a.kv_tiers.model_dump() if a.kv_tiers is not None else None
     if a.variants is None:
-        cls, extra = _aggregated_server(a, kv_index)
-        return ingress.bind(_deployment(cls, a).bind(engine.model_dump(), kv_index, *extra), *common)
+        features = ReplicaFeatures(tiers=tiers).model_dump()
+        return ingress.bind(_deployment(a).bind(engine.model_dump(), kv_index, features, store=store), *common)
     engines = dict(zip((v.name for v in a.variants), resolve_engines(engine, a.variants)))
     offsets = _rank_offsets(a.variants)
     groups = pd_groups(a.variants)
     bound: dict[str, Any] = {}
     for v in sorted(a.variants, key=lambda v: v.role != "prefill"):  # a decode variant binds its prefill's handle
-        eng = engines[v.name].model_dump()
-        if v.role == "prefill":
-            from llmd_ray.pd.servers import PrefillServer
-
-            bound[v.name] = _deployment(PrefillServer, a, v).bind(eng, a.pd.model_dump(), offsets[v.name])
-        elif v.role == "decode":
-            from llmd_ray.pd.servers import DecodeServer
-
-            prefill = bound[groups[v.pd_group].prefill]
-            bound[v.name] = _deployment(DecodeServer, a, v).bind(eng, prefill, a.pd.model_dump(), offsets[v.name])
-        else:
-            cls, extra = _aggregated_server(a, kv_index)
-            bound[v.name] = _deployment(cls, a, v).bind(eng, kv_index, *extra, rank_offset=offsets[v.name])
+        features = ReplicaFeatures(role=v.role, pd=a.pd if v.role != "aggregated" else None,
+                                   tiers=tiers if v.role == "aggregated" else None).model_dump()
+        prefill = bound[groups[v.pd_group].prefill] if v.role == "decode" else None
+        bound[v.name] = _deployment(a, v).bind(engines[v.name].model_dump(), kv_index, features, store=store,
+                                               prefill=prefill, rank_offset=offsets[v.name])
     entry = {v.name: bound[v.name] for v in entry_variants(a.variants)}
     return ingress.bind(entry, *common, {"accelerators": {v.name: v.accelerator for v in a.variants}})
-
-
-def _aggregated_server(a: AppArgs, kv_index: Any) -> tuple[type, tuple]:
-    """The aggregated replica class and its extra init args (the KV tiers' config and shared store)."""
-    if a.kv_tiers is None:
-        return LLMServer, ()
-    from llmd_ray.tiers.server import TieredLLMServer
-
-    return TieredLLMServer, (a.kv_tiers.model_dump(), shared_kv_store(a.kv_tiers, kv_index))
 
 
 def _rank_offsets(variants: list[Variant]) -> dict[str, int]:
@@ -208,7 +194,7 @@ def _rank_offsets(variants: list[Variant]) -> dict[str, int]:
     return out
 
 
-def _deployment(cls: type, a: AppArgs, v: Variant | None = None):
+def _deployment(a: AppArgs, v: Variant | None = None):
     """The app's one ``LLMServer`` deployment, or variant ``v``'s ``LLMServer-<name>`` with its overrides."""
 
     def pick(field: str, default: Any) -> Any:
@@ -225,7 +211,7 @@ def _deployment(cls: type, a: AppArgs, v: Variant | None = None):
         scale = {"autoscaling_config": v.serve_autoscaling_config(carried(v, a.qos))}
     else:
         scale = {"num_replicas": v.num_replicas}
-    return engine_deployment(cls, "LLMServer" if v is None else v.deployment_name, scale,
+    return engine_deployment(LLMServer, "LLMServer" if v is None else v.deployment_name, scale,
                              pick("max_ongoing_requests", a.max_ongoing_requests), actor, a.router)
 
 

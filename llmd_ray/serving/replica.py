@@ -1,12 +1,10 @@
 """``EngineReplica``: what every Serve replica that holds one engine answers the same way.
 
-``LLMServer`` (aggregated), ``PrefillServer`` and ``DecodeServer`` (P/D) and the
-tiered server all hold one engine (``self.engine``) started from an
-``EngineConfig`` (``self.config``). Their handle methods for control and
-observation are the same and live here: abort, prefix-cache reset, model info,
-stats for routers and the health check, and shutting the engine down when the
-replica goes. A subclass adds its own fields through ``info_extra`` and
-``stats_extra``.
+``LLMServer`` (every role, with its features) holds one engine (``self.engine``)
+started from an ``EngineConfig`` (``self.config``). Its handle methods for
+control and observation live here: abort, prefix-cache reset, model info,
+stats for routers, policies and the health check, and shutting the engine down
+when the replica goes; ``info_extra`` and ``stats_extra`` add the features' fields.
 """
 
 from __future__ import annotations

@@ -65,6 +65,14 @@ def complete(base: str, prompt: list[int], stream: bool, max_tokens: int = MAX_T
         return {"text": text, "finish": finish, "usage": usage}
 
 
+def chat(base: str, body: dict) -> dict:
+    """A chat completion over HTTP; returns the answer's text and usage."""
+    r = httpx.post(base + "/v1/chat/completions", json=body, timeout=300)
+    r.raise_for_status()
+    d = r.json()
+    return {"text": d["choices"][0]["message"]["content"], "usage": d["usage"]}
+
+
 def wait_healthy(app_name: str, timeout_s: float = 180) -> None:
     from ray import serve
 
@@ -131,6 +139,8 @@ ENGINE = {"model": "tiny-llama", "max_model_len": 4096}
 APP = "pd"
 PROMPTS = prompts()
 FALLBACK_PROMPT = prompt_of(3500, 99)
+CHAT = {"messages": [{"role": "user", "content": "tell me a long story " * 60}], "max_tokens": 10,
+        "temperature": 0, "ignore_eos": True}
 BASE = f"http://127.0.0.1:{HTTP_PORT}"
 
 
@@ -147,9 +157,13 @@ def baseline(serve_instance) -> dict[str, dict]:
         url = BASE + "/pd_baseline"
         out = {name: complete(url, p, stream=False) for name, p in PROMPTS.items()}
         out["fallback"] = complete(url, FALLBACK_PROMPT, stream=False)
+        out["chat"] = chat(url, CHAT)
         return out
     finally:
         serve.delete("pd_baseline")
+
+
+PREFILL, DECODE = "LLMServer-prefill", "LLMServer-decode"  # P/D is two variants with roles
 
 
 @pytest.fixture(scope="module", params=["object_store", "nixl"])
@@ -163,11 +177,12 @@ def transport(request) -> str:
 def pd(baseline, transport):
     from ray import serve
 
-    from llmd_ray.serving.pd_app import build_pd_app
+    from llmd_ray import build_app
 
     t0 = time.perf_counter()
-    args = {"engine": ENGINE, "pd": {"transport": transport, "decider": {"policy": "always"}}}
-    serve.run(build_pd_app(args), name=APP, route_prefix="/pd")
+    args = {"engine": ENGINE, "pd": {"transport": transport, "decider": {"policy": "always"}},
+            "variants": [{"name": "prefill", "role": "prefill"}, {"name": "decode", "role": "decode"}]}
+    serve.run(build_app(args), name=APP, route_prefix="/pd")
     print(f"\nP/D app ({transport}) ready in {time.perf_counter() - t0:.1f}s")
     yield BASE + "/pd"
     serve.delete(APP)
@@ -177,14 +192,14 @@ def pd(baseline, transport):
 def decode(pd):
     from ray import serve
 
-    return serve.get_deployment_handle("DecodeServer", app_name=APP)
+    return serve.get_deployment_handle(DECODE, app_name=APP)
 
 
 @pytest.fixture(scope="module")
 def prefill(pd):
     from ray import serve
 
-    return serve.get_deployment_handle("PrefillServer", app_name=APP)
+    return serve.get_deployment_handle(PREFILL, app_name=APP)
 
 
 def _reset(decode, prefill) -> None:
@@ -219,15 +234,19 @@ def test_token_identical_to_aggregated(pd, decode, prefill, baseline, stream, tr
 
 
 def test_chat_identical_and_usage(pd, decode, prefill, baseline):
-    import httpx
-
-    body = {"messages": [{"role": "user", "content": "tell me a long story " * 60}], "max_tokens": 10,
-            "temperature": 0, "ignore_eos": True}
-    ref = httpx.post(BASE + "/pd/v1/chat/completions", json=body, timeout=120).json()
+    """Chat through P/D gives aggregated serving's answer and usage, with cold caches and with warm ones."""
+    ref = baseline["chat"]
+    assert ref["usage"]["prompt_tokens"] > 256 and ref["usage"]["completion_tokens"] == 10
     _reset(decode, prefill)
-    again = httpx.post(BASE + "/pd/v1/chat/completions", json=body, timeout=120).json()
-    assert ref["choices"][0]["message"]["content"] == again["choices"][0]["message"]["content"]
-    assert again["usage"]["prompt_tokens"] > 256
+    # Cold: the prompt's blocks come from the prefill replica; warm: decode's own cache holds them.
+    for cache, decision in (("cold", "decision.split.policy_always"), ("warm", "decision.local.nothing_to_transfer")):
+        before = decode.pd_stats.remote().result()["counts"]
+        out = chat(pd, CHAT)
+        after = decode.pd_stats.remote().result()["counts"]
+        assert out["text"] == ref["text"], f"{cache} caches: P/D chat differs from aggregated"
+        for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            assert out["usage"][k] == ref["usage"][k], (cache, k, out["usage"], ref["usage"])
+        assert after.get(decision, 0) == before.get(decision, 0) + 1, (cache, decision, before, after)
 
 
 def test_no_object_store_or_shm_leak(pd, decode, prefill):
@@ -257,33 +276,39 @@ def test_kv_object_survives_prefill_replica_death(pd, prefill, transport):
     if transport != "object_store":
         pytest.skip("NIXL keeps the KV in the prefill engine until decode reads it")
     from llmd_ray.pd.handoff import KVPayload
-    from llmd_ray.pd.servers import PrefillRequest
+    from llmd_ray.pd.roles import PrefillRequest
 
     prompt = prompt_of(1200, 77)
     ref = prefill.prefill.remote(PrefillRequest("ownership-1", prompt))._to_object_ref_sync()
     ray.wait([ref], timeout=120, fetch_local=False)
-    killed = kill_replica("PrefillServer")
+    killed = kill_replica(PREFILL)
     payload = ray.get(ref, timeout=60)
     assert isinstance(payload, KVPayload)
     assert payload.handoff.blocks.count == (1200 - 1) // 128
     assert payload.handoff.matches(prompt)
     assert payload.data.shape == payload.handoff.buffer_shape and payload.data.any()
     del payload, ref
-    wait_replaced("PrefillServer", killed, APP)
+    wait_replaced(PREFILL, killed, APP)
 
 
 def test_fallback_when_prefill_killed_mid_request(pd, decode, prefill, baseline):
     wait_healthy(APP)
     _reset(decode, prefill)
     before = decode.pd_stats.remote().result()["counts"]
+    split = "decision.split.policy_always"
     result = {}
     t = threading.Thread(target=lambda: result.update(complete(pd, FALLBACK_PROMPT, stream=True)))
     t.start()
-    time.sleep(0.4)  # the 3,500-token prefill takes ~2 s on one core
-    killed = kill_replica("PrefillServer")
+    # Kill once decode has decided to split and sent the prefill (the 3,500-token prefill takes ~2 s on one core).
+    deadline = time.time() + 120
+    while decode.pd_stats.remote().result()["counts"].get(split, 0) == before.get(split, 0):
+        assert t.is_alive() and time.time() < deadline, "decode never sent the prefill"
+        time.sleep(0.005)
+    killed = kill_replica(PREFILL)
     t.join(timeout=300)
     assert result["text"] == baseline["fallback"]["text"]
     after = decode.pd_stats.remote().result()["counts"]
+    assert after.get("handoffs", 0) == before.get("handoffs", 0), "the prefill answered before the kill landed"
     fallbacks = {k: v - before.get(k, 0) for k, v in after.items() if k.startswith("fallback.") and v > before.get(k, 0)}
-    assert fallbacks, f"no fallback counted after killing {killed}"
-    wait_replaced("PrefillServer", killed, APP)
+    assert fallbacks == {"fallback.prefill_died": 1}, f"after killing {killed}: {fallbacks}"
+    wait_replaced(PREFILL, killed, APP)

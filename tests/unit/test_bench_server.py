@@ -69,7 +69,7 @@ def test_command_builders():
 
 @pytest.mark.parametrize("apps, expected", [
     ([{"import_path": "llmd_ray:build_app"}], "/health"),  # ours: ready once an engine replica is
-    ([{"import_path": "llmd_ray:build_pd_app"}, {"import_path": "llmd_ray:build_app"}], "/health"),
+    ([{"import_path": "llmd_ray:build_app"}, {"import_path": "llmd_ray:build_app"}], "/health"),
     ([{"import_path": "ray.serve.llm:build_openai_app"}], "/v1/models"),  # anything else: the OpenAI route
     ([{"import_path": "llmd_ray:build_app"}, {"import_path": "other:app"}], "/v1/models"),
     ([], "/v1/models"),

@@ -12,8 +12,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "serve_configs").glob("*
 def test_serve_config_is_well_formed(path):
     doc = yaml.safe_load(path.read_text())
     (app,) = doc["applications"]
-    # build_pd_app's args (PDAppArgs) are validated in tests/component/test_pd_app.py (it imports Ray).
-    assert app["import_path"] in ("llmd_ray:build_app", "llmd_ray:build_pd_app")
+    assert app["import_path"] == "llmd_ray:build_app"  # one builder for every topology
     assert app["runtime_env"]["env_vars"]["PYTHONHASHSEED"] == "0"
     assert doc["http_options"] == {"host": "127.0.0.1", "port": 8000}
     router = app["args"].get("router", {})

@@ -1,4 +1,4 @@
-"""``TieredLLMServer``: an ``LLMServer`` whose engine has the KV tiers (``TieredConnector``).
+"""``KVTiers``: the replica feature that gives the engine the KV tiers (``TieredConnector``).
 
 Per replica, under ``<shm_root>/<replica id>/`` (tmpfs): ``mem/`` (the
 host-memory pool, written by the engine), ``staged/`` (shared-tier blocks
@@ -26,23 +26,20 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import AsyncIterator
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
-from llmd_ray.autoscaling.demand import DemandRecorder
 from llmd_ray.engine.config import EngineConfig
-from llmd_ray.engine.engine import Engine
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest
 from llmd_ray.kv.plan import transferable_blocks
 from llmd_ray.tiers.pool_files import BlockDir
-from llmd_ray.tiers.config import KVTiersConfig, with_pd
+from llmd_ray.tiers.config import KVTiersConfig
 from llmd_ray.tiers.metrics import TierMetrics, flatten
 from llmd_ray.routing.hashing import block_hashes
-from llmd_ray.serving.metrics import EngineMetrics
-from llmd_ray.serving.replica import offset_rank, replica_context
-from llmd_ray.serving.server import LLMServer, kv_events_endpoints, kv_events_engine_args
+from llmd_ray.serving.feature import Feature, Inner
 
 logger = logging.getLogger("ray.serve")
 SHARED_TIMEOUT_S = 2.0
@@ -71,61 +68,64 @@ def sweep_dead_owners(root: str) -> int:
     return removed
 
 
-class TieredLLMServer(LLMServer):
-    async def __init__(self, engine_config: EngineConfig | dict, kv_index: Any = None,
-                       tiers: KVTiersConfig | dict | None = None, store: Any = None, rank_offset: int = 0):
-        self.config = EngineConfig.model_validate(engine_config)
+class KVTiers(Feature):
+    name = "kv_tiers"
+
+    def __init__(self, config: EngineConfig, tiers: KVTiersConfig | dict, store: Any, replica_id: str,
+                 rank: int | None):
         self.tiers = KVTiersConfig.model_validate(tiers or {})
-        rank, rid = replica_context()
-        self.rank = offset_rank(rank, rank_offset)
-        self.metrics = EngineMetrics(self.config.name)
-        self.tier_metrics = TierMetrics(self.config.name)
-        self.demand = DemandRecorder()
+        self.tier_metrics = TierMetrics(config.name)
         self.store = store if self.tiers.shared else None
+        self.rid = replica_id
+        self.rank = rank  # the disk spill is per rank: a restarted replica of the same rank finds its blocks
         root = self.tiers.shm_root or default_shm_root()
         os.makedirs(root, exist_ok=True)
         sweep_dead_owners(root)
-        self.owner_dir = os.path.join(root, "".join(c if c.isalnum() or c in "-_." else "_" for c in rid)[:96])
+        self.owner_dir = os.path.join(root, "".join(c if c.isalnum() or c in "-_." else "_" for c in replica_id)[:96])
         os.makedirs(self.owner_dir, exist_ok=True)
         with open(os.path.join(self.owner_dir, "owner.pid"), "w") as f:
             f.write(str(os.getpid()))
-        disk = os.path.join(self.tiers.disk_dir, f"rank-{self.rank if self.rank is not None else rid}") if self.tiers.disk_dir else None
-        tiers_kv = self.tiers.connector_config(
-            model=self.config.model, memory_dir=os.path.join(self.owner_dir, "mem") if self.tiers.memory_bytes else None,
+        self._tasks: list[asyncio.Task] = []
+        self._staged_refs: dict[str, int] = {}
+        self._known: OrderedDict[str, float] = OrderedDict()  # hashes the store had recently
+        self.shared_stats = {"lookups": 0, "fetched_blocks": 0, "fetched_bytes": 0, "fetch_seconds": 0.0,
+                             "uploaded_blocks": 0, "uploaded_bytes": 0, "errors": 0, "upload_dropped": 0}
+        self._model = config.model
+
+    def engine_args(self) -> dict[str, Any]:
+        return {"kv_transfer_config": self._connector_config()}
+
+    def _connector_config(self) -> dict[str, Any]:
+        rank = self.rank
+        disk = (os.path.join(self.tiers.disk_dir, f"rank-{rank if rank is not None else self.rid}")
+                if self.tiers.disk_dir else None)
+        self._disk_dir = disk
+        return self.tiers.connector_config(
+            model=self._model, memory_dir=os.path.join(self.owner_dir, "mem") if self.tiers.memory_bytes else None,
             staged_dir=os.path.join(self.owner_dir, "staged"), disk_dir=disk, stats_dir=self.owner_dir,
         )
-        pd_kv = self.config.engine_kwargs.get("kv_transfer_config")
-        extra: dict[str, Any] = {"kv_transfer_config": with_pd(pd_kv, tiers_kv) if pd_kv else tiers_kv}
-        self.kv_events = kv_events_endpoints() if self.config.kv_events else None
-        if self.kv_events:
-            extra.update(kv_events_engine_args(self.kv_events, rid))
-        self.engine = await Engine.start(self.config, replica_rank=self.rank, observers=[self.metrics.observe],
-                                         extra_engine_args=extra)
+
+    async def started(self, replica: Any) -> None:
+        self.block_size = replica.engine.block_size
         with open(os.path.join(self.owner_dir, "namespace.json")) as f:
             self.ns = json.load(f)["digest"]
         sub = lambda d: BlockDir(os.path.join(d, self.ns)) if d else None  # noqa: E731
-        self.mem, self.disk = sub(tiers_kv["kv_connector_extra_config"]["llmd_tiers"]["memory_dir"]), sub(disk)
-        self.staged = sub(os.path.join(self.owner_dir, "staged"))
-        self._staged_refs: dict[str, int] = {}
-        self._known: OrderedDict[str, float] = OrderedDict()  # hashes the store had recently
+        self.mem = sub(os.path.join(self.owner_dir, "mem")) if self.tiers.memory_bytes else None
+        self.disk, self.staged = sub(self._disk_dir), sub(os.path.join(self.owner_dir, "staged"))
         self._uploads: asyncio.Queue = asyncio.Queue(maxsize=1024)
-        self.shared_stats = {"lookups": 0, "fetched_blocks": 0, "fetched_bytes": 0, "fetch_seconds": 0.0,
-                             "uploaded_blocks": 0, "uploaded_bytes": 0, "errors": 0, "upload_dropped": 0}
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._metrics_loop())]
         if self.store is not None:
             self._tasks.append(loop.create_task(self._upload_loop()))
-        if self.kv_events and kv_index is not None:
-            await self._register_kv_events(kv_index)
-        logger.info("TieredLLMServer ready: %s, tiers %s", self.model_info(), self.tiers.model_dump())
+        logger.info("KV tiers ready: %s", self.tiers.model_dump())
 
     # ------------------------------------------------------------ requests
-    async def generate(self, request: GenerateRequest):
-        hashes = [h.hex() for h in block_hashes(request.prompt_token_ids, self.engine.block_size)]
+    async def wrap(self, replica: Any, request: GenerateRequest, inner: Inner) -> AsyncIterator[GenerateChunk]:
+        hashes = [h.hex() for h in block_hashes(request.prompt_token_ids, self.block_size)]
         staged = await self._prefetch(request.prompt_token_ids, hashes) if self.store is not None else []
         tokens = list(request.prompt_token_ids)
         try:
-            async for chunk in super().generate(request):
+            async for chunk in inner(request):
                 tokens.extend(chunk.token_ids if request.stream else [])
                 if not request.stream and chunk.finish_reason is not None:
                     tokens.extend(chunk.token_ids)
@@ -143,7 +143,7 @@ class TieredLLMServer(LLMServer):
 
     async def _prefetch(self, prompt: list[int], hashes: list[str]) -> list[str]:
         """Stage the shared tier's blocks that follow the local run; returns the staged hashes (to release)."""
-        end = min(len(hashes), transferable_blocks(len(prompt), self.engine.block_size))
+        end = min(len(hashes), transferable_blocks(len(prompt), self.block_size))
         first = self._local_run(hashes, end)
         if end - first < self.tiers.min_load_blocks:
             return []
@@ -183,7 +183,7 @@ class TieredLLMServer(LLMServer):
 
     def _queue_upload(self, tokens: list[int]) -> None:
         now = time.monotonic()
-        hashes = [h.hex() for h in block_hashes(tokens, self.engine.block_size)]
+        hashes = [h.hex() for h in block_hashes(tokens, self.block_size)]
         new = [h for h in hashes if now - self._known.get(h, -KNOWN_TTL_S) >= KNOWN_TTL_S]
         if new:
             try:
@@ -247,11 +247,7 @@ class TieredLLMServer(LLMServer):
 
     def tier_stats(self) -> dict[str, Any]:
         return {"connector": self.connector_stats(), "shared": dict(self.shared_stats), "namespace": self.ns,
-                "owner_dir": self.owner_dir, "staged_files": self.staged.hashes(), "rank": self.rank}
-
-    async def reset_prefix_cache(self) -> None:
-        """The engine's own cache only; the tiers keep their blocks (that is what they are for)."""
-        await self.engine.reset_prefix_cache()
+                "owner_dir": self.owner_dir, "staged_files": self.staged.hashes()}
 
     async def _metrics_loop(self) -> None:
         while True:
@@ -262,8 +258,9 @@ class TieredLLMServer(LLMServer):
                 logger.debug("tier metrics update failed", exc_info=True)
 
     def release(self) -> None:
-        for t in getattr(self, "_tasks", []):
+        """Stop the tasks and remove this replica's tmpfs directory (the disk spill stays for its successor)."""
+        for t in self._tasks:
             t.cancel()
-        owner = getattr(self, "owner_dir", None)
+        owner = self.owner_dir
         if owner:
             shutil.rmtree(owner, ignore_errors=True)

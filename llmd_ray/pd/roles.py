@@ -1,8 +1,8 @@
-"""P/D disaggregation: ``PrefillServer`` and ``DecodeServer`` (decode-as-orchestrator).
+"""P/D disaggregation as replica features: ``PrefillRole`` and ``DecodeRole`` (decode-as-orchestrator).
 
-    OpenAIIngress ──generate──> DecodeServer (router: decode profile)
+    OpenAIIngress ──generate──> LLMServer-<decode variant> (DecodeRole)
                                   │ decide: split or prefill locally (pd.decider)
-                                  │ split: PrefillServer.prefill ──> (router: prefill profile)
+                                  │ split: LLMServer-<prefill variant>.prefill (PrefillRole)
                                   │        <── KVPayload (numpy, owned by this caller)
                                   │ write it to /dev/shm, run the request on the local
                                   ▼ engine with kv_transfer_params; its connector loads the blocks
@@ -27,6 +27,7 @@ object lost, engine error) is counted and the request prefills locally.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -35,9 +36,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from llmd_ray.autoscaling.demand import DemandRecorder
-from llmd_ray.engine.config import EngineConfig
-from llmd_ray.engine.engine import _platform_is_gpu
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest
 from llmd_ray.errors import EngineError
 from llmd_ray.pd import shm
@@ -46,10 +44,9 @@ from llmd_ray.pd.decider import Estimates, SplitInputs, decide
 from llmd_ray.pd.handoff import EXPORT_ERROR_KEY, ExportRequest, KVHandoff, KVPayload
 from llmd_ray.routing.hashing import block_hashes
 from llmd_ray.routing.index import ApproximatePrefixIndex
-from llmd_ray.serving.metrics import EngineMetrics
-from llmd_ray.pd.engine import PDEngine, PDGenerateRequest
+from llmd_ray.pd.engine import kv_bytes_per_token, run_prefill
 from llmd_ray.pd.metrics import PDMetrics
-from llmd_ray.serving.replica import EngineReplica, offset_rank, replica_context
+from llmd_ray.serving.feature import Feature, Inner
 
 logger = logging.getLogger("ray.serve")
 
@@ -76,64 +73,49 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class _PDReplica(EngineReplica):
+class _Role(Feature):
+    """What both roles share: the KV connector's engine args, NIXL's side channel, the replica's shm dir."""
+
     role = "prefill"
 
-    async def _start(self, engine_config: EngineConfig | dict, pd: PDConfig | dict, rank_offset: int) -> None:
-        self.config = EngineConfig.model_validate(engine_config)
-        self.pd = PDConfig.model_validate(pd)
-        rank, self.replica_id = replica_context()
-        self.rank = offset_rank(rank, rank_offset)
-        self.metrics = EngineMetrics(self.config.name)
-        device = self.config.resolved_device(_platform_is_gpu())
+    def __init__(self, pd: PDConfig | dict | None, replica_id: str, device: str):
+        self.pd = PDConfig.model_validate(pd or {})
+        self.device = device
+        self.name = f"pd-{self.role}"
         if self.pd.transport == "nixl":  # each engine listens on a side-channel port of its own
             import ray
 
             os.environ["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(_free_port())
             os.environ["VLLM_NIXL_SIDE_CHANNEL_HOST"] = ray.util.get_node_ip_address()
         shm.sweep_stale(self.pd.shm_dir)
-        self.shm = shm.ShmDir(f"{self.role}-{self.replica_id}", self.pd.shm_dir)
-        self.engine = await PDEngine.start(
-            self.config,
-            replica_rank=self.rank,
-            observers=[self.metrics.observe],
-            extra_engine_args={"kv_transfer_config": self.pd.kv_transfer_config(device, self.role)},
-        )
-        logger.info("%s ready: %s", type(self).__name__, self.model_info())
+        self.shm = shm.ShmDir(f"{self.role}-{replica_id}", self.pd.shm_dir)
 
-    def info_extra(self) -> dict:
-        return {"role": self.role, "transport": self.pd.transport}
+    def engine_args(self) -> dict[str, Any]:
+        return {"kv_transfer_config": self.pd.kv_transfer_config(self.device, self.role)}
 
-    def stats_extra(self) -> dict:
-        return {"role": self.role}
+    def info(self) -> dict:
+        return {"transport": self.pd.transport}
 
     def release(self) -> None:
-        shm_dir = getattr(self, "shm", None)
-        if shm_dir is not None:
-            try:
-                shm_dir.remove()
-            except Exception:
-                pass
+        self.shm.remove()
 
 
-class PrefillServer(_PDReplica):
-    """Computes prompts' KV and hands it to the caller."""
+class PrefillRole(_Role):
+    """Computes prompts' KV and hands it to the caller (``LLMServer.prefill``)."""
 
     role = "prefill"
 
-    async def __init__(self, engine_config: EngineConfig | dict, pd: PDConfig | dict, rank_offset: int = 0):
-        await self._start(engine_config, pd, rank_offset)
-
-    async def prefill(self, request: PrefillRequest) -> KVPayload | NixlPayload:
+    async def prefill(self, replica: Any, request: PrefillRequest) -> KVPayload | NixlPayload:
+        engine = replica.engine
         if self.pd.transport == "nixl":
-            res = await self.engine.prefill(request.request_id, request.prompt_token_ids, {"do_remote_decode": True})
+            res = await run_prefill(engine, request.request_id, request.prompt_token_ids, {"do_remote_decode": True})
             if not res.kv_transfer_params:
                 raise EngineError(f"prefill of {request.request_id} returned no NIXL transfer params")
             return NixlPayload(res.kv_transfer_params, res.elapsed_s)
         path = self.shm.path_for(request.request_id, "export")
         try:
             params = ExportRequest(path, request.skip_blocks).to_params()
-            res = await self.engine.prefill(request.request_id, request.prompt_token_ids, params)
+            res = await run_prefill(engine, request.request_id, request.prompt_token_ids, params)
             handoff = KVHandoff.from_export_output(res.kv_transfer_params)
             if handoff is None:
                 why = (res.kv_transfer_params or {}).get(EXPORT_ERROR_KEY, "no handoff in the engine's output")
@@ -145,26 +127,30 @@ class PrefillServer(_PDReplica):
             shm.remove_file(path)
 
 
-class DecodeServer(_PDReplica):
+class DecodeRole(_Role):
     """Streams tokens; prefills remotely when the decider says it pays."""
 
     role = "decode"
 
-    async def __init__(self, engine_config: EngineConfig | dict, prefill: Any, pd: PDConfig | dict, rank_offset: int = 0):
-        await self._start(engine_config, pd, rank_offset)
+    def __init__(self, model_name: str, pd: PDConfig | dict | None, prefill: Any, replica_id: str, device: str):
+        super().__init__(pd, replica_id, device)
         self.prefill = prefill
-        self.demand = DemandRecorder()  # decode sees every request of the P/D pair: the demand is counted here
         self.estimates = Estimates.from_config(self.pd.decider)
-        self.pd_metrics = PDMetrics(self.config.name, self.pd.decider.policy, self.pd.transport)
+        self.pd_metrics = PDMetrics(model_name, self.pd.decider.policy, self.pd.transport)
         self.index = ApproximatePrefixIndex()  # what this replica's engine recently cached
-        self.index.set_capacity("self", max(1, self.engine.num_blocks))
-        self.kv_bytes_per_token = self.engine.kv_bytes_per_token
         self.local_queue_tokens = 0
         self.remote_queue_tokens = 0
+        self.block_size = 16
+        self.kv_bytes_per_token = 0
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
-        bucket = self.demand.on_arrival(len(request.prompt_token_ids), request.sampling.max_tokens)
-        bs = self.engine.block_size
+    async def started(self, replica: Any) -> None:
+        self.block_size = replica.engine.block_size
+        self.num_blocks = max(1, replica.engine.num_blocks)
+        self.index.set_capacity("self", self.num_blocks)
+        self.kv_bytes_per_token = kv_bytes_per_token(replica.engine)
+
+    async def wrap(self, replica: Any, request: GenerateRequest, inner: Inner) -> AsyncIterator[GenerateChunk]:
+        bs = self.block_size
         hashes = block_hashes(request.prompt_token_ids, bs)
         cached = self.index.match(hashes).get("self", 0) * bs
         n = len(request.prompt_token_ids)
@@ -181,19 +167,14 @@ class DecodeServer(_PDReplica):
         queued = True
         t0 = time.perf_counter()
         try:
-            req = PDGenerateRequest(
-                request.request_id, request.prompt_token_ids, request.sampling, request.stream, request.session_id,
-                kv_transfer_params=kv_params,
-            )
-            async for chunk in self.engine.generate(req):
+            req = dataclasses.replace(request, kv_transfer_params=kv_params)
+            async for chunk in inner(req):
                 if queued:
                     queued = False
-                    self.demand.on_cached(bucket, chunk.cached_tokens)
                     self.local_queue_tokens -= local_tokens
                     self.index.record("self", hashes)
                     if kv_params is None and backlog == 0:
                         self.estimates.observe_local_prefill(local_tokens, time.perf_counter() - t0)
-                chunk.replica = self.replica_id
                 yield chunk
         finally:
             if queued:
@@ -213,7 +194,7 @@ class DecodeServer(_PDReplica):
             response = self.prefill.prefill.remote(preq)
             payload = await asyncio.wait_for(response, self.pd.prefill_timeout_s)
             if isinstance(payload, NixlPayload):
-                nbytes = (n - 1) // self.engine.block_size * self.engine.block_size * self.kv_bytes_per_token
+                nbytes = (n - 1) // self.block_size * self.block_size * self.kv_bytes_per_token
                 params = payload.kv_transfer_params
             else:
                 path = self.shm.path_for(request.request_id, "import")
@@ -243,17 +224,15 @@ class DecodeServer(_PDReplica):
         finally:
             self.remote_queue_tokens -= n
 
-    async def reset_prefix_cache(self) -> None:
-        await self.engine.reset_prefix_cache()
+    async def reset(self) -> None:
         self.index.remove_endpoint("self")
-        self.index.set_capacity("self", max(1, self.engine.num_blocks))
+        self.index.set_capacity("self", self.num_blocks)
 
     def pd_stats(self) -> dict:
         return {
             **self.pd_metrics.snapshot(),
             "estimates": {k: getattr(self.estimates, k) for k in ("prefill_tps", "decode_tps", "bandwidth", "overhead_s")},
             "shm_files": self.shm.files(),
-            "rank": self.rank,
         }
 
 
