@@ -141,7 +141,7 @@ class Engine:
         from vllm.sampling_params import RequestOutputKind
 
         s = request.sampling
-        return SamplingParams(
+        params = SamplingParams(
             max_tokens=s.max_tokens,
             temperature=s.temperature,
             top_p=s.top_p,
@@ -152,6 +152,9 @@ class Engine:
             min_tokens=s.min_tokens,
             output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
         )
+        if request.kv_transfer_params:  # P/D: where the engine's KV connector loads the prompt's blocks from
+            params.extra_args = {**(params.extra_args or {}), "kv_transfer_params": dict(request.kv_transfer_params)}
+        return params
 
     async def _warmup(self) -> None:
         """Pay vLLM's first-use costs (sampler, logprobs paths) before serving."""
