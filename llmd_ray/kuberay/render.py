@@ -2,9 +2,10 @@
 
 - The head group schedules no GPU work (``num-gpus: "0"``); it hosts the GCS,
   the Serve controller, the HTTP proxy and the ingress.
-- One worker group per variant: its nodeSelector, tolerations, GPU limits and
-  min/max pods, and the custom Ray resource ``llmd-variant-<name>`` declared on
-  the group (``workerGroupSpecs[].resources``, which KubeRay passes to
+- One worker group per variant of the serve config's ``args.variants`` (after
+  the spec's ``args_overrides``; see groups.py): its nodeSelector, tolerations,
+  GPU limits and min/max pods, and the custom Ray resource
+  ``llmd-variant-<name>`` declared on the group (``workerGroupSpecs[].resources``, which KubeRay passes to
   ``ray start --resources`` and the Ray autoscaler reads). The KubeRay
   autoscaler does not infer accelerator types from node selectors, so without
   it the autoscaler could not tell which group a pending replica needs.
@@ -21,8 +22,9 @@ from typing import Any
 
 import yaml
 
+from llmd_ray.kuberay.groups import WorkerGroup, worker_groups
 from llmd_ray.kuberay.serve_config import SERVE_PORT, build_serve_config, dump_serve_config, load_serve_config
-from llmd_ray.kuberay.spec import LABEL_PREFIX, ClusterSpec, VariantSpec, load_spec
+from llmd_ray.kuberay.spec import LABEL_PREFIX, ClusterSpec, load_spec
 
 API_VERSION = "ray.io/v1"
 METRICS_PORT = 8080
@@ -108,29 +110,29 @@ def head_group(spec: ClusterSpec) -> dict[str, Any]:
     }
 
 
-def worker_group(spec: ClusterSpec, v: VariantSpec) -> dict[str, Any]:
+def worker_group(spec: ClusterSpec, g: WorkerGroup) -> dict[str, Any]:
     volumes, mounts = _model_volumes(spec)
-    volumes = [*volumes, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": v.shm_size}}]
+    volumes = [*volumes, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.workers.shm_size}}]
     mounts = [*mounts, {"name": "dshm", "mountPath": "/dev/shm"}]
-    gpus = {v.gpu_resource: str(v.gpus_per_pod)} if v.gpus_per_pod else {}
+    gpus = {spec.workers.gpu_resource: str(g.gpus_per_pod)} if g.gpus_per_pod else {}
     ports = [{"name": "serve", "containerPort": SERVE_PORT}, {"name": "metrics", "containerPort": METRICS_PORT}]
-    container = _container(spec, "ray-worker", v.pod.cpu, v.pod.memory, gpus, ports, mounts)
+    container = _container(spec, "ray-worker", g.cpu, g.memory, gpus, ports, mounts)
     labels = {
         **_common_labels(spec),
-        f"{LABEL_PREFIX}/variant": v.name,
-        f"{LABEL_PREFIX}/role": v.role,
-        f"{LABEL_PREFIX}/accelerator": v.accelerator,
+        f"{LABEL_PREFIX}/variant": g.name,
+        f"{LABEL_PREFIX}/role": g.role,
+        f"{LABEL_PREFIX}/accelerator": g.accelerator,
     }
     return {
-        "groupName": v.name,
-        "replicas": v.min_pods,
-        "minReplicas": v.min_pods,
-        "maxReplicas": v.max_pods,
-        "rayStartParams": {"num-gpus": str(v.gpus_per_pod), "metrics-export-port": str(METRICS_PORT)},
-        "resources": {v.ray_resource: str(v.replicas_per_pod)},
+        "groupName": g.name,
+        "replicas": g.initial_pods,
+        "minReplicas": g.min_pods,
+        "maxReplicas": g.max_pods,
+        "rayStartParams": {"num-gpus": str(g.gpus_per_pod), "metrics-export-port": str(METRICS_PORT)},
+        "resources": {g.ray_resource: str(g.replicas_per_pod)},
         "template": {
             "metadata": {"labels": labels},
-            "spec": _pod_spec([container], volumes, v.node_selector, [t.manifest() for t in v.tolerations]),
+            "spec": _pod_spec([container], volumes, g.node_selector, [t.manifest() for t in g.tolerations]),
         },
     }
 
@@ -138,6 +140,7 @@ def worker_group(spec: ClusterSpec, v: VariantSpec) -> dict[str, Any]:
 def render_rayservice(spec: ClusterSpec, serve_cfg: dict[str, Any], serve_config_name: str) -> dict[str, Any]:
     """The RayService document (a plain dict) for `spec` and the loaded serve config."""
     serve_v2 = build_serve_config(spec, serve_cfg)
+    groups = worker_groups(serve_v2)  # from the variants the app is built from: one model, one source
     return {
         "apiVersion": API_VERSION,
         "kind": "RayService",
@@ -160,7 +163,7 @@ def render_rayservice(spec: ClusterSpec, serve_cfg: dict[str, Any], serve_config
                                   "requests": {"cpu": "500m", "memory": "512Mi"}},
                 },
                 "headGroupSpec": head_group(spec),
-                "workerGroupSpecs": [worker_group(spec, v) for v in spec.variants],
+                "workerGroupSpecs": [worker_group(spec, g) for g in groups],
             },
         },
     }

@@ -6,10 +6,11 @@ serveConfigV2 is an opaque string to the CRD, so it gets checks of its own:
 2. Ray's own ``ray.serve.schema.ServeDeploySchema`` accepts it (needs Ray);
 3. each application's ``args`` validate against our pydantic model, for the
    builders we know (``KNOWN_BUILDERS``); other builders are reported as not
-   checked, never silently passed;
-4. wiring: every ``llmd-variant-*`` resource a deployment requests is
-   advertised by a worker group whose pods have the GPUs and CPUs for one
-   replica and enough room for the deployment's most replicas;
+   checked, never silently passed, and removed ones (``build_pd_app``) fail;
+4. wiring: every variant of an ``llmd_ray:build_app`` application (and every
+   ``deployments[]`` entry) requests an ``llmd-variant-*`` resource advertised
+   by a worker group whose pods have the GPUs for the replicas they hold and
+   enough room for the deployment's most replicas;
 5. llmd-ray applications carry PYTHONHASHSEED in ``runtime_env.env_vars``.
 """
 
@@ -24,13 +25,13 @@ from typing import Any
 import yaml
 
 from llmd_ray.kuberay.crd import CRDRegistry, format_path
+from llmd_ray.kuberay.serve_config import PD_MOVED, REMOVED_BUILDERS
 from llmd_ray.kuberay.spec import RESOURCE_PREFIX
+from llmd_ray.kuberay.wiring import Request, deployment_requests
 
 # import_path -> "module:Model" of its args. Only these builders' args are checked.
 KNOWN_BUILDERS = {
     "llmd_ray:build_app": "llmd_ray.serving.app:AppArgs",
-    "llmd_ray:build_pd_app": "llmd_ray.serving.pd_app:PDAppArgs",
-    "llmd_ray.serving.pd_app:build_pd_app": "llmd_ray.serving.pd_app:PDAppArgs",
 }
 SERVE_PATH = "spec.serveConfigV2"
 
@@ -105,6 +106,8 @@ def check_serve_schema(cfg: dict[str, Any]) -> list[Problem]:
 def check_app_args(app: dict[str, Any], prefix: str, *, serve_schema: bool = True) -> list[Problem]:
     """Validate `args` with the builder's own pydantic model (imports the builder's module, hence Ray)."""
     import_path = app.get("import_path")
+    if import_path in REMOVED_BUILDERS:
+        return [Problem(f"{prefix}.import_path", PD_MOVED)]
     target = KNOWN_BUILDERS.get(str(import_path))
     if target is None:
         return [Problem(f"{prefix}.args", f"not checked: no known args model for import_path {import_path!r} "
@@ -174,44 +177,40 @@ def _group_gpus(group: dict[str, Any]) -> float:
 
 
 def check_wiring(apps: list[Any], groups: list[dict[str, Any]]) -> list[Problem]:
-    """Each deployment's `llmd-variant-*` request lands on a group that can host it."""
+    """Each engine deployment's `llmd-variant-*` request lands on a group that can host it."""
     problems: list[Problem] = []
     advertised = [(i, g, group_resources(g)) for i, g in enumerate(groups) if isinstance(g, dict)]
     for ai, app in enumerate(apps):
-        deps = (app.get("deployments") if isinstance(app, dict) else None) or []
-        for di, dep in enumerate(deps):
-            if not isinstance(dep, dict):
-                continue
-            opts = dep.get("ray_actor_options") or {}
-            wanted = {k: v for k, v in (opts.get("resources") or {}).items() if str(k).startswith(RESOURCE_PREFIX)}
+        if not isinstance(app, dict):
+            continue
+        for req in deployment_requests(app, f"{SERVE_PATH}.applications[{ai}]"):
+            wanted = {k: v for k, v in req.resources.items() if str(k).startswith(RESOURCE_PREFIX)}
+            if req.variant and not wanted:
+                problems.append(Problem(f"{req.path}.resources", f"deployment {req.deployment!r} requests no "
+                                        f"{RESOURCE_PREFIX}* resource, so the Ray autoscaler cannot tell which worker "
+                                        "group its replicas need (render the manifest from a ClusterSpec)"))
             for res, per_replica in wanted.items():
-                path = f"{SERVE_PATH}.applications[{ai}].deployments[{di}].ray_actor_options.resources.{res}"
-                hosts = [(i, g, r) for i, g, r in advertised if r.get(res, 0) > 0]
-                if not hosts:
-                    problems.append(Problem(path, "no worker group advertises this Ray resource, so these replicas can never be placed"))
-                    continue
-                i, g, r = hosts[0]
-                gpath = f"spec.rayClusterConfig.workerGroupSpecs[{i}]"
-                name = g.get("groupName", i)
-                per_pod = math.floor(r[res] / float(per_replica or 1))
-                if per_pod < 1:
-                    problems.append(Problem(path, f"needs {per_replica} per replica; group {name!r} pods advertise {r[res]}"))
-                    continue
-                gpus = float(opts.get("num_gpus") or 0)
-                if gpus * per_pod > _group_gpus(g):
-                    problems.append(Problem(path, f"{per_pod} replica(s) per pod x {gpus:g} GPUs exceed the {_group_gpus(g):g} "
-                                                  f"GPUs of group {name!r} ({gpath})"))
-                most = _max_replicas(dep)
-                max_pods = g.get("maxReplicas", 2147483647)
-                if most is not None and isinstance(max_pods, int) and most > max_pods * per_pod:
-                    problems.append(Problem(path, f"deployment scales to {most} replicas but group {name!r} holds at most "
-                                                  f"{max_pods} pods x {per_pod} = {max_pods * per_pod} ({gpath}.maxReplicas)"))
+                problems += _check_host(req, res, per_replica, advertised)
     return problems
 
 
-def _max_replicas(dep: dict[str, Any]) -> int | None:
-    auto = dep.get("autoscaling_config")
-    if isinstance(auto, dict) and isinstance(auto.get("max_replicas"), int):
-        return auto["max_replicas"]
-    n = dep.get("num_replicas")
-    return n if isinstance(n, int) else None
+def _check_host(req: Request, res: str, per_replica: Any, advertised: list) -> list[Problem]:
+    path = f"{req.path}.resources.{res}"
+    hosts = [(i, g, r) for i, g, r in advertised if r.get(res, 0) > 0]
+    if not hosts:
+        return [Problem(path, "no worker group advertises this Ray resource, so these replicas can never be placed")]
+    i, g, r = hosts[0]
+    gpath = f"spec.rayClusterConfig.workerGroupSpecs[{i}]"
+    name = g.get("groupName", i)
+    per_pod = math.floor(r[res] / float(per_replica or 1))
+    if per_pod < 1:
+        return [Problem(path, f"needs {per_replica} per replica; group {name!r} pods advertise {r[res]}")]
+    problems = []
+    if req.gpus * per_pod > _group_gpus(g):
+        problems.append(Problem(path, f"{per_pod} replica(s) per pod x {req.gpus:g} GPUs exceed the {_group_gpus(g):g} "
+                                      f"GPUs of group {name!r} ({gpath})"))
+    max_pods = g.get("maxReplicas", 2147483647)
+    if req.max_replicas is not None and isinstance(max_pods, int) and req.max_replicas > max_pods * per_pod:
+        problems.append(Problem(path, f"deployment scales to {req.max_replicas} replicas but group {name!r} holds at most "
+                                      f"{max_pods} pods x {per_pod} = {max_pods * per_pod} ({gpath}.maxReplicas)"))
+    return problems

@@ -73,7 +73,7 @@ def write_status(apiserver, name: str, generation: int, ready: bool, app_status:
                         "message": "", "lastTransitionTime": now, "observedGeneration": generation}],
         "activeServiceStatus": {"rayClusterName": f"{name}-abcde", "applicationStatuses": {"default": {
             "status": app_status,
-            "serveDeploymentStatuses": {"LLMServer": {"status": "HEALTHY" if ready else "UPDATING"},
+            "serveDeploymentStatuses": {"LLMServer-h100": {"status": "HEALTHY" if ready else "UPDATING"},
                                         "OpenAIIngress": {"status": "HEALTHY"}}}}},
     }}
     client.CustomObjectsApi(apiserver.api_client()).patch_namespaced_custom_object_status(
@@ -205,7 +205,7 @@ def test_cli_apply_status_wait_delete(apiserver, manifest, tmp_path, capsys):
     assert main(["status", name, "-n", NS, "--json", *common]) == 0
     st = json.loads(capsys.readouterr().out)
     assert st["ready"] is True
-    assert st["active"]["applications"]["default"]["deployments"]["LLMServer"]["status"] == "HEALTHY"
+    assert st["active"]["applications"]["default"]["deployments"]["LLMServer-h100"]["status"] == "HEALTHY"
     assert main(["wait", name, "-n", NS, "--timeout", "10", *common]) == 0
     assert f"RayService {NS}/{name} is Ready" in capsys.readouterr().out
     assert main(["delete", name, "-n", NS, *common]) == 0

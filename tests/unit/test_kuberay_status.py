@@ -18,7 +18,7 @@ def rayservice(generation=2, observed=2, ready="True", apps=None, pending=None) 
                         "lastTransitionTime": "2026-01-01T00:00:00Z"}],
         "activeServiceStatus": {"rayClusterName": "llama-abcde", "applicationStatuses": apps if apps is not None else {
             "default": {"status": "RUNNING", "serveDeploymentStatuses": {
-                "LLMServer": {"status": "HEALTHY"}, "OpenAIIngress": {"status": "HEALTHY"}}}}},
+                "LLMServer-h100": {"status": "HEALTHY"}, "OpenAIIngress": {"status": "HEALTHY"}}}}},
     }
     if pending is not None:
         status["pendingServiceStatus"] = pending
@@ -29,11 +29,11 @@ def test_ready_service_with_its_apps_and_deployments():
     s = parse_status(rayservice())
     assert s.is_ready and s.ready is True and s.num_serve_endpoints == 3
     assert [(a.name, a.status) for a in s.active] == [("default", "RUNNING")]
-    assert [(d.name, d.status) for d in s.active[0].deployments] == [("LLMServer", "HEALTHY"), ("OpenAIIngress", "HEALTHY")]
+    assert [(d.name, d.status) for d in s.active[0].deployments] == [("LLMServer-h100", "HEALTHY"), ("OpenAIIngress", "HEALTHY")]
     text = format_status(s)
     assert "RayService llm/llama: Ready=True (NonZeroServeEndpoints)" in text
-    assert "active cluster llama-abcde:" in text and "LLMServer: HEALTHY" in text
-    assert status_dict(s)["active"]["applications"]["default"]["deployments"]["LLMServer"]["status"] == "HEALTHY"
+    assert "active cluster llama-abcde:" in text and "LLMServer-h100: HEALTHY" in text
+    assert status_dict(s)["active"]["applications"]["default"]["deployments"]["LLMServer-h100"]["status"] == "HEALTHY"
 
 
 def test_ready_for_an_older_generation_is_not_ready():
@@ -45,13 +45,13 @@ def test_ready_for_an_older_generation_is_not_ready():
 def test_not_ready_and_pending_upgrade_are_reported():
     pending = {"rayClusterName": "llama-fghij", "applicationStatuses": {
         "default": {"status": "DEPLOY_FAILED", "message": "bad args",
-                    "serveDeploymentStatuses": {"LLMServer": {"status": "UNHEALTHY", "message": "oom"}}}}}
+                    "serveDeploymentStatuses": {"LLMServer-h100": {"status": "UNHEALTHY", "message": "oom"}}}}}
     s = parse_status(rayservice(ready="False", pending=pending))
     assert not s.is_ready
     assert [a.name for a in s.failed_apps] == ["default"]
     text = format_status(s)
     assert "pending cluster llama-fghij:" in text and "app default: DEPLOY_FAILED - bad args" in text
-    assert "LLMServer: UNHEALTHY - oom" in text
+    assert "LLMServer-h100: UNHEALTHY - oom" in text
 
 
 def test_no_status_yet():
