@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from llmd_ray.host import free_port as _free_port
 from llmd_ray.workloads.jobs import Job, Turn
 
 from .runner import Runner, RunOptions
@@ -36,9 +36,8 @@ from .server import ServerProcess
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on the loopback address (what the fake servers bind)."""
+    return _free_port("127.0.0.1")
 
 
 def _jobs(n: int, tokens: int) -> list[Job]:

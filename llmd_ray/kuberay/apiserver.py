@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from llmd_ray.host import free_ports
 VERSION = "1.20.2"
 TOKEN = "llmd-ray-test-token"
 
@@ -55,11 +55,6 @@ def missing_reason() -> str | None:
         return "no openssl on PATH (needed for the service-account key)"
     return None
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalAPIServer:
@@ -108,7 +103,7 @@ class LocalAPIServer:
         subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(certs / "sa.pub")],
                        check=True, capture_output=True)
         (self.dir / "tokens.csv").write_text(f'{TOKEN},llmd-ray-admin,1,"system:masters"\n')
-        client_port, peer_port, self.port = _free_port(), _free_port(), _free_port()
+        client_port, peer_port, self.port = free_ports(3, "127.0.0.1")
         etcd_url = f"http://127.0.0.1:{client_port}"
         peer = f"http://127.0.0.1:{peer_port}"
         self._spawn("etcd", [

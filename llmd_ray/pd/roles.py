@@ -30,7 +30,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from typing import Any
 
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest
 from llmd_ray.errors import EngineError
+from llmd_ray.host import free_port
 from llmd_ray.pd import shm
 from llmd_ray.pd.config import PDConfig
 from llmd_ray.pd.decider import Estimates, SplitInputs, decide
@@ -67,12 +67,6 @@ class NixlPayload:
     prefill_s: float = 0.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
 class _Role(Feature):
     """What both roles share: the KV connector's engine args, NIXL's side channel, the replica's shm dir."""
 
@@ -85,7 +79,7 @@ class _Role(Feature):
         if self.pd.transport == "nixl":  # each engine listens on a side-channel port of its own
             import ray
 
-            os.environ["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(_free_port())
+            os.environ["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(free_port())
             os.environ["VLLM_NIXL_SIDE_CHANNEL_HOST"] = ray.util.get_node_ip_address()
         shm.sweep_stale(self.pd.shm_dir)
         self.shm = shm.ShmDir(f"{self.role}-{replica_id}", self.pd.shm_dir)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Sequence
+
+from llmd_ray.host import shm_dir
 
 import numpy as np
 
@@ -27,8 +28,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 def default_root() -> str:
     """``/dev/shm/llmd-kv`` where shared memory exists, else a temporary directory."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-    return os.path.join(base, "llmd-kv")
+    return shm_dir("llmd-kv")
 
 
 class ShmDir:

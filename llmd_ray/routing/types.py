@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from llmd_ray.routing.hashing import block_hashes, to_event_hashes
 
+SHARED_TIER = "object-store"  # the KV index's holder and tier of the shared KV tier's blocks (llmd_ray.tiers)
 Role = Literal["prefill", "decode", "both"]
 ROLES: tuple[str, ...] = ("prefill", "decode", "both")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from typing import Any
 
+from llmd_ray.host import free_ports
 from llmd_ray.serving.feature import Feature
 
 logger = logging.getLogger("ray.serve")
@@ -22,15 +22,7 @@ def kv_events_endpoints() -> dict[str, str]:
     import ray
 
     ip = ray.util.get_node_ip_address()
-    ports = []
-    socks = []
-    for _ in range(2):  # hold both until chosen so they differ
-        s = socket.socket()
-        s.bind(("", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
+    ports = free_ports(2)
     return {"events": f"tcp://{ip}:{ports[0]}", "replay": f"tcp://{ip}:{ports[1]}"}
 
 

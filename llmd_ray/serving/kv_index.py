@@ -32,13 +32,13 @@ import zmq.asyncio
 
 from llmd_ray.routing.hashing import block_hashes, to_event_hashes
 from llmd_ray.routing.kv_event_index import KVEventIndex
+from llmd_ray.routing.types import SHARED_TIER
 
 logger = logging.getLogger("ray.serve")
 
 END_SEQ = (-1).to_bytes(8, "big", signed=True)
 REPLAY_TIMEOUT_S = 5.0
 FORGET_AFTER_S = 5.0  # a replica absent from routers' live sets this long is dropped
-SHARED_TIER = "object-store"  # holder and tier of the shared KV tier's blocks (llmd_ray.tiers.shared_store)
 
 
 @dataclass(slots=True)

@@ -39,6 +39,7 @@ from llmd_ray.tiers.pool_files import BlockDir
 from llmd_ray.tiers.config import KVTiersConfig
 from llmd_ray.tiers.metrics import TierMetrics, flatten
 from llmd_ray.routing.hashing import block_hashes
+from llmd_ray.host import shm_dir
 from llmd_ray.serving.feature import Feature, Inner
 
 logger = logging.getLogger("ray.serve")
@@ -48,8 +49,7 @@ KNOWN_TTL_S = 30.0
 
 
 def default_shm_root() -> str:
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else "/tmp"
-    return os.path.join(base, "llmd-kv-tiers")
+    return shm_dir("llmd-kv-tiers")
 
 
 def sweep_dead_owners(root: str) -> int:

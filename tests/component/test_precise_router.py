@@ -11,7 +11,6 @@ requests to that replica.
 from __future__ import annotations
 
 import random
-import socket
 import time
 
 import msgspec
@@ -20,6 +19,7 @@ import yaml
 import zmq
 from ray import serve
 
+from llmd_ray.host import free_port
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest, SamplingOptions
 from llmd_ray.routing.hashing import block_hashes, to_event_hashes
 from llmd_ray.serving.app import RouterArgs, request_router_config
@@ -29,17 +29,11 @@ APP = "precise-component"
 BLOCK = 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @serve.deployment(num_replicas=3, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
 class FakeKV:
     def __init__(self, kv_index):
         self.id = serve.get_replica_context().replica_id.unique_id
-        port = _free_port()
+        port = free_port("127.0.0.1")
         self.pub = zmq.Context.instance().socket(zmq.PUB)
         self.pub.bind(f"tcp://127.0.0.1:{port}")
         self.endpoints = {"events": f"tcp://127.0.0.1:{port}"}

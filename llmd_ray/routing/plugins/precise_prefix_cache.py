@@ -42,14 +42,13 @@ from pydantic import Field
 
 from llmd_ray.routing.framework import Category, CycleState, PluginParameters, Scorer
 from llmd_ray.routing.plugins.prefix_cache import UsesPrefixIndex
-from llmd_ray.routing.types import Endpoint
+from llmd_ray.routing.types import SHARED_TIER, Endpoint
 
-SHARED_HOLDER = "object-store"  # the KV index's pseudo-replica for the shared tier (llmd_ray.kv tiers)
 
 DEFAULT_TIER_WEIGHTS = {
     "gpu": 1.0, "engine": 1.0,  # the engine's own KV memory (vLLM medium "GPU")
     "cpu": 0.8, "local": 0.8,  # offloaded to the node's CPU memory (medium "CPU")
-    "storage": 0.5, "shared": 0.5, "object-store": 0.5,  # shared tiers: a transfer away
+    "storage": 0.5, "shared": 0.5, SHARED_TIER: 0.5,  # shared tiers: a transfer away
 }
 
 
@@ -113,9 +112,9 @@ class PrecisePrefixCacheScorer(UsesPrefixIndex, Scorer):
             approx = self.prefix.matches(cycle)
             return [approx.get(e.id, 0) / total for e in endpoints]
         # Blocks in the cluster-wide shared tier (held by the pseudo-endpoint
-        # SHARED_HOLDER) are a transfer away from EVERY endpoint: credit them to
+        # SHARED_TIER) are a transfer away from EVERY endpoint: credit them to
         # all, at the shared tier's weight, so a lightly loaded replica can win.
-        shared = matches.get(SHARED_HOLDER)
+        shared = matches.get(SHARED_TIER)
         shared_score = shared[0] * self.tier_weight(shared[1]) if shared else 0.0
         out = []
         for e in endpoints:
