@@ -21,6 +21,7 @@ from llmd_ray.serving.server import LLMServer
 from llmd_ray.tiers.config import KVTiersConfig
 from llmd_ray.topology import QoSConfig, Variant, entry_variants, pd_groups, resolve_engines
 from llmd_ray.topology.carry import carried
+from llmd_ray.topology.variant import reject_moved_keys
 
 
 KV_INDEX_DEPLOYMENT = "KVIndex"
@@ -114,11 +115,7 @@ class AppArgs(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _moved_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key, instead in _MOVED.items():
-                if key in data:
-                    raise ValueError(f"{key}: no longer an app field: {instead}")
-        return data
+        return reject_moved_keys(data, _MOVED, "an app field")
 
     @model_validator(mode="after")
     def _check_variants(self) -> "AppArgs":

@@ -43,6 +43,15 @@ _MOVED = {
 }
 
 
+def reject_moved_keys(data: Any, moved: dict[str, str], what: str) -> Any:
+    """A ``mode="before"`` check: a key of an earlier config fails saying what to write instead."""
+    if isinstance(data, dict):
+        for key, instead in moved.items():
+            if key in data:
+                raise ValueError(f"{key}: no longer {what}: {instead}")
+    return data
+
+
 def deployment_name(variant: str) -> str:
     """The Serve deployment of a variant."""
     return f"{DEPLOYMENT_PREFIX}{variant}"
@@ -106,11 +115,7 @@ class Variant(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _moved_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key, instead in _MOVED.items():
-                if key in data:
-                    raise ValueError(f"{key}: no longer a variant field: {instead}")
-        return data
+        return reject_moved_keys(data, _MOVED, "a variant field")
 
     @model_validator(mode="after")
     def _check(self) -> Variant:
