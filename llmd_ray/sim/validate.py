@@ -41,7 +41,7 @@ def simulate_bench(config: RunSpec | dict | str | Path, profile: Profile | str, 
     scaler = AutoscalerConfig.model_validate({"variants": [
         {"name": "v", "accelerator": prof.accelerator, "profile": prof.name, "cost_per_hour": 1.0,
          "min_replicas": replicas, "max_replicas": replicas}],
-        "classes": [{"name": "default", "ttft_ms": 1e9, "itl_ms": 1e9}]})
+        "qos": {"classes": {"default": {"priority": 1, "ttft_objective_s": 1000000.0, "itl_objective_s": 1000000.0}}, "default_class": "default"}})
     sim = Simulator(scaler, {prof.name: prof}, initial={"v": replicas}, router_config=router_config,
                     block_size=prof.block_size, seed=seed, router=router)
     jobs = sim_jobs(cfg, rate=rate, time_offset=ttft_overhead_s)
