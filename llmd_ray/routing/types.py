@@ -11,13 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from llmd_ray.routing.hashing import block_hashes, to_event_hashes
 
 SHARED_TIER = "object-store"  # the KV index's holder and tier of the shared KV tier's blocks (llmd_ray.tiers)
-Role = Literal["prefill", "decode", "both"]
-ROLES: tuple[str, ...] = ("prefill", "decode", "both")
 
 
 @dataclass(slots=True)
@@ -25,7 +23,6 @@ class Endpoint:
     """One engine replica, with its last reported stats."""
 
     id: str
-    role: Role = "both"
     num_waiting: int = 0
     num_running: int = 0
     kv_cache_usage: float = 0.0  # [0, 1]
@@ -40,8 +37,7 @@ class Endpoint:
 
     @classmethod
     def from_stats(
-        cls, id: str, stats: Mapping[str, Any] | None, *, role: Role = "both",
-        in_flight: int = 0, max_ongoing: int | None = None,
+        cls, id: str, stats: Mapping[str, Any] | None, *, in_flight: int = 0, max_ongoing: int | None = None,
     ) -> Endpoint:
         """Build from a ``record_routing_stats`` dict (missing keys keep defaults; values used as given).
 
@@ -50,7 +46,7 @@ class Endpoint:
         """
         g = (stats or {}).get
         return cls(
-            id, role, g("num_waiting", 0), g("num_running", 0), g("kv_cache_usage", 0.0),
+            id, g("num_waiting", 0), g("num_running", 0), g("kv_cache_usage", 0.0),
             g("prefix_cache_queries", 0), g("prefix_cache_hits", 0), g("block_size") or None,
             g("num_blocks") or None, g("updated_at"), g("rank", 0), in_flight, max_ongoing,
         )

@@ -166,7 +166,7 @@ class Simulator:
         if rep.draining:
             return
         self._ready[rep.variant].append(rep)
-        ep = self.endpoints[rep.id] = Endpoint(rep.id, "both", block_size=self.block_size,
+        ep = self.endpoints[rep.id] = Endpoint(rep.id, block_size=self.block_size,
                                                num_blocks=rep.cache_blocks, updated_at=self.now)
         self._ready_eps[rep.variant].add(ep)
 

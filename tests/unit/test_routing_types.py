@@ -14,8 +14,8 @@ def test_endpoint_from_routing_stats():
         num_waiting=3, num_running=2, kv_cache_usage=0.25, prefix_queries=100, prefix_hits=40, now=50.0
     )
     stats = {**rec.snapshot().as_dict(), "rank": 1}  # what record_routing_stats returns
-    e = Endpoint.from_stats("r1", stats, role="decode", in_flight=4, max_ongoing=8)
-    assert (e.id, e.role, e.num_waiting, e.num_running, e.kv_cache_usage) == ("r1", "decode", 3, 2, 0.25)
+    e = Endpoint.from_stats("r1", stats, in_flight=4, max_ongoing=8)
+    assert (e.id, e.num_waiting, e.num_running, e.kv_cache_usage) == ("r1", 3, 2, 0.25)
     assert (e.prefix_cache_queries, e.prefix_cache_hits, e.block_size, e.num_blocks) == (100, 40, 128, 900)
     assert (e.updated_at, e.rank, e.in_flight, e.max_ongoing) == (50.0, 1, 4, 8)
     assert e.stats_age_s(now=53.0) == 3.0 and not e.at_capacity
