@@ -8,12 +8,13 @@ ranked list of endpoint ids, and reports the replica used with ``on_routed``.
 
 from llmd_ray.routing.config import DEFAULT_CONFIG_YAML, ConfigError, SchedulerConfig, default_config
 from llmd_ray.routing.framework import (
-    Affinity, CycleState, Filter, FilterOutcome, FilterResult, Picker, Plugin, PluginHandle, PluginParameters,
-    PreciseIndexView, RoutedEvent, SchedulingProfile, SchedulingResult, Scorer,
+    CycleState, Filter, FilterResult, Picker, Plugin, PluginHandle, PluginParameters, PreciseIndexView, RoutedEvent,
+    SchedulingProfile, Scorer,
 )
 from llmd_ray.routing.hashing import block_hashes, hash_block_tokens, none_hash, to_event_hash
 from llmd_ray.routing.index import ApproximatePrefixIndex
 from llmd_ray.routing.registry import PLUGIN_TYPES
+from llmd_ray.routing.result import Affinity, FilterOutcome, SchedulingResult
 from llmd_ray.routing.scheduler import Scheduler
 from llmd_ray.routing.types import Endpoint, RoutingRequest
 

@@ -24,7 +24,8 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from llmd_ray.routing.framework import CycleState, FilterOutcome, SchedulingProfile, SchedulingResult
+from llmd_ray.routing.framework import CycleState, SchedulingProfile
+from llmd_ray.routing.result import FilterOutcome, SchedulingResult
 from llmd_ray.routing.types import Endpoint
 
 _tables = itertools.count(1)

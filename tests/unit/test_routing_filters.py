@@ -5,10 +5,11 @@ import re
 
 import pytest
 
-from llmd_ray.routing.framework import Affinity, RoutedEvent
+from llmd_ray.routing.framework import RoutedEvent
 from llmd_ray.routing.plugins import prefix_cache_affinity
 from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.plugins.prefix_cache_affinity import PrefixCacheAffinityFilter
+from llmd_ray.routing.result import Affinity
 from llmd_ray.routing.testing import FakeClock, make_cycle, make_endpoints, make_handle, make_plugin, make_request
 
 # The algorithm as the module's header comment states it. Changing the algorithm means changing both.

@@ -65,9 +65,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from llmd_ray.routing.framework import Affinity, CycleState, Filter, FilterResult, PluginParameters, RoutedEvent
+from llmd_ray.routing.framework import CycleState, Filter, FilterResult, PluginParameters, RoutedEvent
 from llmd_ray.routing.plugins.precise_prefix_cache import precise_matches
 from llmd_ray.routing.plugins.prefix_cache import UsesPrefixIndex
+from llmd_ray.routing.result import Affinity
 from llmd_ray.routing.types import Endpoint
 
 
