@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from llmd_ray.topology.qos import QoSConfig
-from llmd_ray.topology.variant import Variant
+from llmd_ray.topology.variant import DEFAULT_POLICY, Variant
 
-DEFAULT_POLICY = "ray.serve.autoscaling_policy:default_autoscaling_policy"  # Serve's own per-deployment policy
+__all__ = ["DEFAULT_POLICY", "QOS_KEY", "VARIANT_KEY", "carried", "collect", "read"]
 VARIANT_KEY = "llmd_variant"
 QOS_KEY = "llmd_qos"
 

@@ -32,6 +32,7 @@ from llmd_ray.topology.pod import PodSpec
 
 Role = Literal["aggregated", "prefill", "decode"]
 DEPLOYMENT_PREFIX = "LLMServer-"
+DEFAULT_POLICY = "ray.serve.autoscaling_policy:default_autoscaling_policy"  # Serve's own per-deployment policy
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 # What the ingress tokenizes and checks against: every variant must serve the same thing.
 SHARED_ENGINE_FIELDS = ("model", "served_model_name", "tokenizer", "max_model_len")
@@ -152,8 +153,6 @@ class Variant(BaseModel):
     def serve_autoscaling_config(self, policy_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
         """Serve's ``autoscaling_config``: the bounds, the timings and, under Serve's default per-deployment
         policy (which ignores them), ``policy_kwargs`` for the app-level variant policy to read."""
-        from llmd_ray.topology.carry import DEFAULT_POLICY
-
         cfg: dict[str, Any] = {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
                                **self.serve_autoscaling.model_dump(exclude_none=True)}
         if self.initial_replicas is not None:

@@ -119,7 +119,7 @@ ALL_IMPORTS = import_graph(type_checking=True)
 # Cycles known when this test was written, in a package being restructured (topology: variant.py
 # imports carry.DEFAULT_POLICY inside a function, carry.py imports Variant). Remove an entry when its
 # cycle is gone; the xfail below turns into a plain test when the list is empty.
-KNOWN_CYCLES: list[list[str]] = [["llmd_ray.topology.carry", "llmd_ray.topology.variant"]]
+KNOWN_CYCLES: list[list[str]] = []
 
 # Packages whose modules must never be part of a cycle.
 ACYCLIC = ("llmd_ray.routing", "llmd_ray.sim", "llmd_ray.bench", "llmd_ray.workloads", "llmd_ray.engine")
@@ -150,7 +150,6 @@ def test_no_new_import_cycles():
     assert not new, f"new import cycles: {new}"
 
 
-@pytest.mark.xfail(bool(KNOWN_CYCLES), strict=False, reason=f"known import cycles: {KNOWN_CYCLES}")
 def test_no_import_cycles_at_all():
     assert not CYCLES, f"import cycles: {CYCLES}"
 
