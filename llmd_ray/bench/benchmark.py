@@ -25,6 +25,7 @@ from llmd_ray.workloads.jobs import build_jobs, warmup_jobs
 from llmd_ray.workloads.spec import MultiTurnWorkload, default_count
 
 from .config import BenchConfig
+from .hostload import HostProbe
 from .metrics import per_stage, summarize
 from .prompts import PromptBuilder, default_tokenizer_path, load_tokenizer
 from .report import environment_info, write_result
@@ -127,7 +128,9 @@ async def run_benchmark(cfg: BenchConfig, req: RunRequest) -> BenchResult:
         await poller.poll_once()  # baseline sample (counters) before the first request
         poller.start()
     cpu0, wall0 = time.process_time(), time.perf_counter()
+    probe = HostProbe.start()
     out = await runner.run(jobs)
+    host_load = probe.finish([r.dispatch_lag_ms for r in out.records if r.error != "session aborted"])
     cpu_util = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
     timeline = None
     if poller:
@@ -156,7 +159,7 @@ async def run_benchmark(cfg: BenchConfig, req: RunRequest) -> BenchResult:
         started_at=datetime.fromtimestamp(out.start_epoch, UTC).isoformat(),
         base_url=req.base_url, model=cfg.model, config={**cfg_dump, "prompt_salt": req.salt},
         environment=environment_info(), summary=summary, per_stage=stages, client_overhead=overhead,
-        server_timeline=timeline, warnings=warnings,
+        server_timeline=timeline, host_load=host_load, warnings=warnings,
     )
     result.warnings += _warnings(cfg, result, out.records)
     write_result(result, out.records, req.out_dir, plots=req.plots)

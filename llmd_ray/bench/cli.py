@@ -120,7 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="N-way compare, repeat per system: LABEL=url:URL (running), LABEL=serve:CONFIG.yaml or "
                         "LABEL=cmd:COMMAND (started for each phase on --base-url); phases run A B C ... A B C ...")
     s.add_argument("--baseline", help="--system label every ratio is taken against (default: the first)")
-    s.add_argument("--phases", type=int, default=2, help="phase pairs / rounds, run A B A B ... (A B C A B C ...)")
+    s.add_argument("--phases", type=int, default=3,
+                   help="rounds, run A B A B A B ... (A B C A B C ...); ratios are medians over rounds (default 3)")
+    v = r.add_argument_group("compare validity (a comparison breaking one is marked invalid; see bench/README.md)")
+    v.add_argument("--max-load-per-core", type=float, default=1.0,
+                   help="a phase's 1-min load average above this x cores (default 1.0)")
+    v.add_argument("--load-ratio", type=float, default=1.5, help="phases' load max/min above this ... (default 1.5)")
+    v.add_argument("--load-abs", type=float, default=0.5, help="... and max - min above this (default 0.5)")
+    v.add_argument("--max-send-lag-ms", type=float, default=50.0,
+                   help="a phase's harness send lag p99 above this, ms (default 50)")
     s.add_argument("--unique-prompts", action="store_true", help="fresh prompt content every phase (A/A tests)")
     s.add_argument("--startup-timeout", type=float, default=900.0)
     o = sub.add_parser("overhead", help="measure the client's overhead against a local fake SSE server")
@@ -130,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out")
     sub.add_parser("schema", help="print the JSON schema of result.json")
     return p
+
+
+def thresholds_from_args(a: argparse.Namespace):
+    from .schema import ValidityThresholds  # noqa: PLC0415
+
+    return ValidityThresholds(max_load_per_core=a.max_load_per_core, load_ratio=a.load_ratio, load_abs=a.load_abs,
+                              max_send_lag_p99_ms=a.max_send_lag_ms)
 
 
 def run_systems_cmd(a: argparse.Namespace) -> int:
@@ -171,7 +186,8 @@ def run_systems_cmd(a: argparse.Namespace) -> int:
               file=sys.stderr)
     sides = [side_for(s, a.base_url, a.startup_timeout) for s in a.system]
     cmp = commands.run_async(run_systems(cfg, a.system, sides, baseline, a.phases, out, unique_prompts=a.unique_prompts,
-                                         progress=a.progress, overhead=overhead, plots=a.plots))
+                                         progress=a.progress, overhead=overhead, plots=a.plots,
+                                         thresholds=thresholds_from_args(a)))
     print_systems(cmp)
     print(f"wrote {out / 'compare_systems.json'}")
     return 0 if cmp.complete else 1

@@ -94,8 +94,13 @@ def run(args) -> int:
         if not cmd_a and not cmd_b and a.base_url == b.base_url and not args.unique_prompts:
             print("note: A and B are the same URL; pass --unique-prompts so B does not hit A's prefix cache",
                   file=sys.stderr)
+        if args.phases < 1:
+            raise ValueError("--phases must be >= 1")
+        from .cli import thresholds_from_args  # noqa: PLC0415
+
         cmp = run_async(run_compare(cfg, a, b, args.phases, out, unique_prompts=args.unique_prompts,
-                                    progress=args.progress, overhead=overhead, plots=args.plots))
+                                    progress=args.progress, overhead=overhead, plots=args.plots,
+                                    thresholds=thresholds_from_args(args)))
         print_compare(cmp)
         print(f"wrote {out / 'compare.json'}")
         return 0

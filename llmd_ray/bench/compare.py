@@ -1,9 +1,12 @@
 """A/B and N-way compares: the same seeded workload against several servers, interleaved.
 
-Phases run A B A B ... (`phases` pairs), so drift on the machine (thermal,
-background jobs, cache state) hits both sides alike. Every summary figure
-is reported as the ratio A/B: mean over phase pairs of A_i/B_i, with
-min/max/std over pairs as the spread. A_i and B_i send identical prompts;
+Phases run A B A B A B ... (`phases` rounds, 3 by default), so drift on the
+machine (thermal, background jobs, cache state) hits both sides alike. Every
+summary figure is reported as the ratio A/B: the median over rounds of
+A_i/B_i with its min-max (mean and std kept too). Each phase records the
+host's load and the harness's send lag (llmd_ray.bench.hostload); the
+comparison is marked `valid: false` with `invalid_reasons` when they break
+the thresholds, and the printed report opens with a banner. A_i and B_i send identical prompts;
 pair i+1 uses fresh prompt content (same lengths, same arrival times) so a
 server cannot be helped by prefix-cache hits from its previous phase. With
 `unique_prompts` every phase gets its own content (use it for A/A runs
@@ -32,8 +35,10 @@ from pathlib import Path
 from .benchmark import RunRequest, run_benchmark
 from .config import BenchConfig
 from .metrics import flatten
+from .hostload import banner, check_validity, load_lines
 from .report import write_json
-from .schema import BenchResult, ClientOverhead, CompareResult, RatioStat, SystemRuns, SystemsCompareResult, SystemSpec
+from .schema import (BenchResult, ClientOverhead, CompareResult, PhaseLoad, RatioStat, SystemRuns, SystemsCompareResult,
+                     SystemSpec, ValidityThresholds)
 from .server import ServerProcess, health_path_for, serve_run_command
 
 HEADLINE = ("ttft_ms.p50", "ttft_ms.p99", "tpot_ms.p50", "itl_ms.p50", "e2e_ms.p50", "e2e_ms.p99",
@@ -55,8 +60,19 @@ def ratio_stats(a_vals: list[float | None], b_vals: list[float | None]) -> Ratio
     ratios = [a / b for a, b in pairs]
     if not ratios:
         return RatioStat(a=a_vals, b=b_vals)
-    return RatioStat(ratio=statistics.fmean(ratios), min=min(ratios), max=max(ratios),
-                     std=statistics.stdev(ratios) if len(ratios) > 1 else 0.0, a=a_vals, b=b_vals)
+    return RatioStat(ratio=statistics.fmean(ratios), median=statistics.median(ratios), min=min(ratios), max=max(ratios),
+                     std=statistics.stdev(ratios) if len(ratios) > 1 else 0.0, rounds=len(ratios), a=a_vals, b=b_vals)
+
+
+def interleave(n_systems: int, rounds: int) -> list[tuple[int, int]]:
+    """(round, system index) in run order: round-robin, A B A B A B for two systems, A B C A B C ... for three."""
+    return [(i, k) for i in range(rounds) for k in range(n_systems)]
+
+
+def verdict(cmp: CompareResult | SystemsCompareResult) -> None:
+    """Set cmp.valid / cmp.invalid_reasons from its phase_loads and thresholds."""
+    cmp.invalid_reasons = check_validity(cmp.phase_loads, cmp.thresholds)
+    cmp.valid = not cmp.invalid_reasons
 
 
 def compare_results(results_a: list[BenchResult], results_b: list[BenchResult]) -> dict[str, RatioStat]:
@@ -99,21 +115,25 @@ def _one_rate(cfg: BenchConfig) -> BenchConfig:
     return cfg
 
 
-async def run_compare(cfg: BenchConfig, a: Side, b: Side, phases: int, out_dir: str | Path, unique_prompts: bool = False,
-                      progress: bool = True, overhead: ClientOverhead | None = None,
-                      plots: bool = True) -> CompareResult:
+async def run_compare(cfg: BenchConfig, a: Side, b: Side, phases: int = 3, out_dir: str | Path = "out/compare",
+                      unique_prompts: bool = False, progress: bool = True, overhead: ClientOverhead | None = None,
+                      plots: bool = True, thresholds: ValidityThresholds | None = None) -> CompareResult:
     cfg = _one_rate(cfg)
     out = Path(out_dir)
-    res_a: list[BenchResult] = []
-    res_b: list[BenchResult] = []
-    for i in range(phases):
-        for k, (side, acc) in enumerate(((a, res_a), (b, res_b))):
-            salt = 2 * i + k if unique_prompts else i
-            acc.append(await _phase(cfg, side, out / f"{'AB'[k]}_phase{i}", salt, i, progress, overhead, plots))
+    res: tuple[list[BenchResult], list[BenchResult]] = ([], [])
+    loads: list[PhaseLoad] = []
+    for i, k in interleave(2, phases):
+        salt = 2 * i + k if unique_prompts else i
+        name = f"{'AB'[k]}_phase{i}"
+        r = await _phase(cfg, (a, b)[k], out / name, salt, i, progress, overhead, plots)
+        res[k].append(r)
+        loads.append(PhaseLoad(phase=name, host=r.host_load))
     cmp = CompareResult(name=cfg.name, label_a=a.label, label_b=b.label, phases=phases,
-                        metrics=compare_results(res_a, res_b),
+                        metrics=compare_results(*res), phase_loads=loads,
+                        thresholds=thresholds or ValidityThresholds(),
                         results_a=[f"A_phase{i}/result.json" for i in range(phases)],
                         results_b=[f"B_phase{i}/result.json" for i in range(phases)])
+    verdict(cmp)
     write_json(cmp, out / "compare.json")
     if plots:
         _plot(cmp, a, b, phases, out)
@@ -134,16 +154,23 @@ def _plot(cmp: CompareResult, a: Side, b: Side, phases: int, out: Path) -> None:
 
 def print_compare(cmp: CompareResult, file=None) -> None:
     file = file or sys.stdout
-    print(f"{cmp.name}: {cmp.label_a} / {cmp.label_b} over {cmp.phases} phase pair(s)", file=file)
-    print(f"  {'figure':<22} {'A/B':>8} {'min':>8} {'max':>8} {'std':>7}   A | B (mean)", file=file)
+    for line in banner(cmp.valid, cmp.invalid_reasons):
+        print(line, file=file)
+    print(f"{cmp.name}: {cmp.label_a} / {cmp.label_b} over {cmp.phases} round(s), A B A B ..."
+          + ("" if cmp.valid else "  [INVALID]"), file=file)
+    print(f"  {'figure':<22} {'A/B med':>8} {'min':>8} {'max':>8} {'mean':>8} {'std':>7}   A | B (mean)", file=file)
     for k in HEADLINE:
         m = cmp.metrics.get(k)
         if m is None or m.ratio is None:
             continue
         am = statistics.fmean([v for v in m.a if v is not None]) if any(v is not None for v in m.a) else None
         bm = statistics.fmean([v for v in m.b if v is not None]) if any(v is not None for v in m.b) else None
-        print(f"  {k:<22} {m.ratio:>8.3f} {m.min:>8.3f} {m.max:>8.3f} {m.std:>7.3f}   "
+        med = m.median if m.median is not None else m.ratio  # compare.json written before medians existed
+        print(f"  {k:<22} {med:>8.3f} {m.min:>8.3f} {m.max:>8.3f} {m.ratio:>8.3f} {m.std:>7.3f}   "
               f"{am if am is None else f'{am:.4g}'} | {bm if bm is None else f'{bm:.4g}'}", file=file)
+    for line in load_lines(cmp.phase_loads):
+        print(line, file=file)
+
 
 
 # -- N systems ---------------------------------------------------------------------------------------------
@@ -190,7 +217,8 @@ def systems_vs_baseline(runs: dict[str, list[BenchResult | None]], baseline: str
 
 async def run_systems(cfg: BenchConfig, specs: list[SystemSpec], sides: list[Side], baseline: str, phases: int,
                       out_dir: str | Path, unique_prompts: bool = False, progress: bool = True,
-                      overhead: ClientOverhead | None = None, plots: bool = True) -> SystemsCompareResult:
+                      overhead: ClientOverhead | None = None, plots: bool = True,
+                      thresholds: ValidityThresholds | None = None) -> SystemsCompareResult:
     """Round-robin phases over N systems; writes compare_systems.json after every phase (a crash keeps the rest)."""
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels) or baseline not in labels or len(specs) < 2:
@@ -199,26 +227,28 @@ async def run_systems(cfg: BenchConfig, specs: list[SystemSpec], sides: list[Sid
     runs = {s.label: SystemRuns(**s.model_dump(), base_url=side.base_url) for s, side in zip(specs, sides)}
     results: dict[str, list[BenchResult | None]] = {label: [] for label in labels}
     cmp = SystemsCompareResult(name=cfg.name, baseline=baseline, phases=phases, unique_prompts=unique_prompts,
-                               systems=list(runs.values()))
-    for i in range(phases):
-        for k, side in enumerate(sides):
-            name, timing, run = f"{side.label}_phase{i}", {}, runs[side.label]
-            try:
-                res = await _phase(cfg, side, out / name, n * i + k if unique_prompts else i, i, progress, overhead,
-                                   plots, timing)
-                err = None
-            except Exception as exc:  # noqa: BLE001 - recorded; the other systems still run
-                res, err = None, f"{type(exc).__name__}: {exc}"[:4000]
-                print(f"[compare] {name} failed: {err}", file=sys.stderr)
-            results[side.label].append(res)
-            run.results.append(f"{name}/result.json" if res is not None else None)
-            run.startup_s.append(timing.get("startup_s"))
-            run.errors.append(err)
-            cmp.order.append(name)
-            for label, ratios in systems_vs_baseline(results, baseline).items():
-                runs[label].vs_baseline = ratios
-            cmp.complete = all(e is None for r in runs.values() for e in r.errors) and len(cmp.order) == n * phases
-            write_json(cmp, out / "compare_systems.json")
+                               systems=list(runs.values()), thresholds=thresholds or ValidityThresholds())
+    for i, k in interleave(n, phases):
+        side = sides[k]
+        name, timing, run = f"{side.label}_phase{i}", {}, runs[side.label]
+        try:
+            res = await _phase(cfg, side, out / name, n * i + k if unique_prompts else i, i, progress, overhead,
+                               plots, timing)
+            err = None
+        except Exception as exc:  # noqa: BLE001 - recorded; the other systems still run
+            res, err = None, f"{type(exc).__name__}: {exc}"[:4000]
+            print(f"[compare] {name} failed: {err}", file=sys.stderr)
+        results[side.label].append(res)
+        run.results.append(f"{name}/result.json" if res is not None else None)
+        run.startup_s.append(timing.get("startup_s"))
+        run.errors.append(err)
+        cmp.order.append(name)
+        cmp.phase_loads.append(PhaseLoad(phase=name, host=res.host_load if res is not None else None))
+        verdict(cmp)
+        for label, ratios in systems_vs_baseline(results, baseline).items():
+            runs[label].vs_baseline = ratios
+        cmp.complete = all(e is None for r in runs.values() for e in r.errors) and len(cmp.order) == n * phases
+        write_json(cmp, out / "compare_systems.json")
     if plots:
         _plot_systems(cmp, out)
     return cmp

@@ -132,16 +132,17 @@ def plot_compare(cmp: CompareResult, path: str | Path, keys: list[str] | None = 
     r = [cmp.metrics[k] for k in keys]
     y = np.arange(len(keys))
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(keys) + 1.5))
-    mid = np.array([m.ratio for m in r])
-    err = np.array([[m.ratio - (m.min if m.min is not None else m.ratio) for m in r],
-                    [(m.max if m.max is not None else m.ratio) - m.ratio for m in r]])
+    mid = np.array([m.median if m.median is not None else m.ratio for m in r])
+    err = np.array([[v - (m.min if m.min is not None else v) for m, v in zip(r, mid)],
+                    [(m.max if m.max is not None else v) - v for m, v in zip(r, mid)]])
     colors = [ratio_color(k, v) for k, v in zip(keys, mid)]
     ax.barh(y, mid - 1, left=1, xerr=err, color=colors, alpha=0.7, capsize=3)
     ax.axvline(1, color="k", lw=0.8)
     ax.set_yticks(y, keys)
     ax.invert_yaxis()
-    ax.set(xlabel=f"{cmp.label_a} / {cmp.label_b}  (whiskers: min-max over {cmp.phases} phase pair(s))",
-           title=f"{cmp.name}: {cmp.label_a} vs {cmp.label_b}\ngreen: {cmp.label_a} better, red: worse, gray: within 2%")
+    invalid = "" if cmp.valid else "INVALID (see compare.json invalid_reasons) - "
+    ax.set(xlabel=f"{cmp.label_a} / {cmp.label_b}: median, whiskers min-max over {cmp.phases} round(s)",
+           title=f"{invalid}{cmp.name}: {cmp.label_a} vs {cmp.label_b}\ngreen: {cmp.label_a} better, red: worse, gray: within 2%")
     for yi, v in zip(y, mid):
         ax.text(v, yi, f" {v:.3f}", va="center", fontsize=8)
     ax.grid(alpha=0.3, axis="x")
@@ -169,13 +170,15 @@ def plot_systems(cmp: SystemsCompareResult, path: str | Path, panels=SYSTEM_PANE
                    hatch="//" if base else None)
             ax.plot([xi] * len(vals), vals, "k.", ms=5)
             if not base and st.ratio is not None:
-                color = ratio_color(key, st.ratio)
+                med = st.median if st.median is not None else st.ratio
+                color = ratio_color(key, med)
                 spread = f"\n{st.min:.2f}-{st.max:.2f}" if len(vals) > 1 else ""
-                ax.text(xi, max(vals), f"x{st.ratio:.2f}{spread}", ha="center", va="bottom", fontsize=7, color=color)
+                ax.text(xi, max(vals), f"x{med:.2f}{spread}", ha="center", va="bottom", fontsize=7, color=color)
         ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         ax.margins(y=0.18)
-    fig.suptitle(f"{cmp.name}: {len(labels)} systems x {cmp.phases} phase(s), ratios vs {cmp.baseline} "
-                 f"(hatched); dots: phases, text: mean ratio and min-max over phase pairs", fontsize=9)
+    fig.suptitle(f"{'' if cmp.valid else 'INVALID (see invalid_reasons) - '}{cmp.name}: {len(labels)} systems x "
+                 f"{cmp.phases} round(s), ratios vs {cmp.baseline} (hatched); dots: phases, text: median ratio and "
+                 "min-max over rounds", fontsize=9)
     return _save(fig, Path(path))

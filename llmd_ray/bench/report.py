@@ -125,19 +125,23 @@ def _mean(xs: list[float | None]) -> float | None:
 
 
 def print_systems(cmp: SystemsCompareResult, file=None) -> None:
-    """Two tables: each system's mean over its phases, and its ratio to the baseline (min-max over pairs)."""
+    """Banner if invalid; each system's mean over its phases; its median ratio to the baseline (min-max over rounds); loads."""
+    from .hostload import banner, load_lines  # noqa: PLC0415
+
     file = file or sys.stdout
     labels = [s.label for s in cmp.systems]
     w = max(20, *(len(x) + 2 for x in labels))
-    print(f"{cmp.name}: {len(labels)} systems x {cmp.phases} phase(s), run {' '.join(labels)} ..., "
-          f"baseline {cmp.baseline}", file=file)
+    for line in banner(cmp.valid, cmp.invalid_reasons):
+        print(line, file=file)
+    print(f"{cmp.name}: {len(labels)} systems x {cmp.phases} round(s), run {' '.join(labels)} ..., "
+          f"baseline {cmp.baseline}" + ("" if cmp.valid else "  [INVALID]"), file=file)
     head = f"  {'figure (mean)':<20}" + "".join(f"{x:>{w}}" for x in labels)
     print(head, file=file)
     for k in SYSTEM_FIGURES:
         print(f"  {k:<20}" + "".join(f"{_f(_mean(s.vs_baseline[k].a) if k in s.vs_baseline else None, '{:.4g}'):>{w}}"
                                        for s in cmp.systems), file=file)
     print(f"  {'server start (s)':<20}" + "".join(f"{_f(_mean(s.startup_s)):>{w}}" for s in cmp.systems), file=file)
-    print(f"  {'ratio vs ' + cmp.baseline:<20}" + "".join(f"{x:>{w}}" for x in labels), file=file)
+    print(f"  {'median ratio vs ' + cmp.baseline:<20}" + "".join(f"{x:>{w}}" for x in labels), file=file)
     for k in SYSTEM_FIGURES:
         cells = []
         for s in cmp.systems:
@@ -145,8 +149,11 @@ def print_systems(cmp: SystemsCompareResult, file=None) -> None:
             if m is None or m.ratio is None:
                 cells.append("-")
             else:
-                cells.append(f"{m.ratio:.3f}" + (f" ({m.min:.2f}-{m.max:.2f})" if m.max != m.min else ""))
+                med = m.median if m.median is not None else m.ratio  # files written before medians existed
+                cells.append(f"{med:.3f}" + (f" ({m.min:.2f}-{m.max:.2f})" if m.max != m.min else ""))
         print(f"  {k:<20}" + "".join(f"{c:>{w}}" for c in cells), file=file)
+    for line in load_lines(cmp.phase_loads):
+        print(line, file=file)
     for s in cmp.systems:
         for i, e in enumerate(s.errors):
             if e:

@@ -148,6 +148,28 @@ class ServerTimeline(_Model):
     errors: int = 0
 
 
+class HostLoad(_Model):
+    """The host's load and the harness's lateness during one run (llmd_ray.bench.hostload)."""
+
+    cpu_count: int = Field(description="CPUs this process may run on (sched_getaffinity).")
+    loadavg_1m_before: float | None = Field(None, description="1-min load average just before the first request.")
+    loadavg_1m_after: float | None = Field(None, description="1-min load average just after the last response.")
+    wall_s: float = Field(description="Seconds between the two samples.")
+    host_busy_fraction: float | None = Field(None, description=(
+        "/proc/stat: busy / total jiffies over all CPUs between the samples (0-1; None: not Linux)."
+    ))
+    harness_cpu_cores: float = Field(description="This (client) process: CPU seconds / wall seconds.")
+    other_busy_cores: float | None = Field(None, description=(
+        "host_busy_fraction x cpu_count - harness_cpu_cores: cores kept busy by every other process "
+        "(the servers under test included)."
+    ))
+    send_lag_p50_ms: float | None = Field(None, description=(
+        "Harness lag, p50 over requests: ready-to-send time minus scheduled arrival (concurrency waits excluded)."
+    ))
+    send_lag_p99_ms: float | None = Field(None, description="Harness lag, p99 over requests.")
+    send_lag_max_ms: float | None = Field(None, description="Harness lag, worst request.")
+
+
 class BenchResult(_Model):
     schema_version: str = SCHEMA_VERSION
     name: str
@@ -161,21 +183,48 @@ class BenchResult(_Model):
     per_stage: list[Summary] = Field(default_factory=list, description="Summaries per load stage (stages only).")
     client_overhead: ClientOverhead | None = None
     server_timeline: ServerTimeline | None = None
+    host_load: HostLoad | None = Field(None, description="Host load average, CPU use and harness send lag during the run.")
     warnings: list[str] = Field(default_factory=list)
     requests_file: str | None = Field("requests.jsonl", description="Per-request records, relative to result.json.")
     requests: list[RequestRecord] | None = Field(None, description="Inline records (only when requests_file is None).")
 
 
 class RatioStat(_Model):
-    ratio: float | None = Field(None, description="Mean over phase pairs of A_i/B_i.")
-    min: float | None = None
-    max: float | None = None
-    std: float | None = None
+    ratio: float | None = Field(None, description="Mean over rounds (phase pairs) of A_i/B_i.")
+    median: float | None = Field(None, description="Median over rounds of A_i/B_i: the headline figure.")
+    min: float | None = Field(None, description="Smallest A_i/B_i over rounds.")
+    max: float | None = Field(None, description="Largest A_i/B_i over rounds.")
+    std: float | None = Field(None, description="Sample stdev of A_i/B_i over rounds (0 for one round).")
+    rounds: int = Field(0, description="Rounds where both sides had the figure (B non-zero).")
     a: list[float | None] = Field(default_factory=list, description="Value per A phase.")
     b: list[float | None] = Field(default_factory=list, description="Value per B phase.")
 
 
-class CompareResult(_Model):
+class ValidityThresholds(_Model):
+    """When a comparison is marked invalid (see llmd_ray.bench.hostload.check_validity)."""
+
+    max_load_per_core: float = Field(1.0, description="A phase's mean 1-min load average above this x cores: invalid.")
+    load_ratio: float = Field(1.5, description="Phases' load max/min above this (and load_abs exceeded): invalid.")
+    load_abs: float = Field(0.5, description="Phases' load max - min above this (and load_ratio exceeded): invalid.")
+    max_send_lag_p99_ms: float = Field(50.0, description="A phase's harness send lag p99 above this: invalid.")
+
+
+class PhaseLoad(_Model):
+    """One phase's host load record, as copied into the comparison."""
+
+    phase: str = Field(description="Phase dir name (e.g. A_phase0, fast_phase2).")
+    host: HostLoad | None = Field(None, description="None: the phase failed or the platform has no load figures.")
+
+
+class _Verdict(_Model):
+    valid: bool = Field(True, description="False: a phase was oversubscribed, phases ran under different load, "
+                                          "or the harness lagged; see invalid_reasons. Do not cite an invalid run.")
+    invalid_reasons: list[str] = Field(default_factory=list, description="Why the comparison is invalid.")
+    thresholds: ValidityThresholds = Field(default_factory=ValidityThresholds, description="Limits applied.")
+    phase_loads: list[PhaseLoad] = Field(default_factory=list, description="Host load per phase, in run order.")
+
+
+class CompareResult(_Verdict):
     schema_version: str = SCHEMA_VERSION
     name: str
     label_a: str
@@ -214,7 +263,7 @@ class SystemRuns(SystemSpec):
     ))
 
 
-class SystemsCompareResult(_Model):
+class SystemsCompareResult(_Verdict):
     """compare_systems.json: N systems, the same seeded workload, phases run round-robin."""
 
     schema_version: str = SCHEMA_VERSION
