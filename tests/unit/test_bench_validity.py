@@ -1,0 +1,142 @@
+"""Measurement discipline of compares: interleaving, median ratios, host load records, validity verdicts."""
+
+import asyncio
+import json
+import threading
+
+import pytest
+
+from llmd_ray.bench.cli import main
+from llmd_ray.bench.compare import interleave, print_compare, ratio_stats
+from llmd_ray.bench.fake_server import FakeOptions, FakeServer
+from llmd_ray.bench.hostload import HostProbe, banner, check_validity, phase_load
+from llmd_ray.bench.schema import CompareResult, HostLoad, PhaseLoad, ValidityThresholds
+from llmd_ray.bench.testing import cached_test_tokenizer
+
+
+def test_interleave_order():
+    assert interleave(2, 3) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]  # A B A B A B
+    assert interleave(3, 2) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]  # A B C A B C
+    assert interleave(2, 0) == []
+
+
+def test_median_ratio_with_min_max():
+    r = ratio_stats([1.0, 2.0, 10.0], [1.0, 1.0, 1.0])
+    assert r.median == 2.0 and r.min == 1.0 and r.max == 10.0 and r.rounds == 3
+    assert r.ratio == pytest.approx(13 / 3)  # the mean, kept beside the median
+    even = ratio_stats([1.0, 3.0, None, 8.0, 5.0], [1.0, 1.0, 1.0, 2.0, 0.0])  # None and /0 rounds are left out
+    assert even.median == 3.0 and even.rounds == 3 and (even.min, even.max) == (1.0, 4.0)
+    assert ratio_stats([1.0, 3.0], [1.0, 1.0]).median == 2.0  # an even count: the mean of the middle two
+    assert ratio_stats([None], [1.0]).median is None and ratio_stats([None], [1.0]).rounds == 0
+
+
+def _h(before, after, cores=2, lag_p99=1.0):
+    return HostLoad(cpu_count=cores, loadavg_1m_before=before, loadavg_1m_after=after, wall_s=10.0,
+                    harness_cpu_cores=0.1, send_lag_p50_ms=0.5, send_lag_p99_ms=lag_p99, send_lag_max_ms=lag_p99)
+
+
+def _phases(*hosts):
+    return [PhaseLoad(phase=f"{'AB'[i % 2]}_phase{i // 2}", host=h) for i, h in enumerate(hosts)]
+
+
+TH = ValidityThresholds()
+
+
+@pytest.mark.parametrize("phases, expect", [
+    (_phases(_h(0.5, 0.7), _h(0.6, 0.6), _h(0.5, 0.8), _h(0.7, 0.6)), []),
+    (_phases(_h(0.05, 0.1), _h(0.2, 0.3)), []),  # 4x apart, but only +0.18: an idle machine's noise
+    (_phases(_h(1.9, 2.5), _h(1.9, 2.0)), ["A_phase0: load average 2.20 above 2"]),
+    (_phases(_h(0.5, 0.5), _h(1.2, 1.4)), ["phases ran under different load: B_phase0 1.30 vs A_phase0 0.50"]),
+    (_phases(_h(1.0, 1.2), _h(1.3, 1.5)), []),  # +0.3 and 1.27x: within both limits
+    (_phases(_h(0.0, 0.0), _h(0.6, 0.6)), ["phases ran under different load: B_phase0 0.60 vs A_phase0 0.00 (inf x"]),
+    (_phases(_h(0.5, 0.5), _h(0.5, 0.5, lag_p99=80.0)), ["B_phase0: harness send lag p99 80 ms above 50 ms"]),
+    (_phases(_h(3.0, 3.0, cores=4), _h(0.5, 0.5, cores=4)),
+     ["phases ran under different load: A_phase0 3.00 vs B_phase0 0.50"]),  # 3 < 4 cores, but 6x apart
+    (_phases(None, _h(0.5, 0.5), _h(None, None)), []),  # failed phases and missing figures are skipped
+])
+def test_validity_rules(phases, expect):
+    reasons = check_validity(phases, TH)
+    assert len(reasons) == len(expect), reasons
+    for got, want in zip(reasons, expect):
+        assert got.startswith(want), (got, want)
+
+
+def test_thresholds_are_options():
+    phases = _phases(_h(1.9, 2.5), _h(1.9, 2.0, lag_p99=60.0))
+    assert len(check_validity(phases, TH)) == 2
+    assert check_validity(phases, ValidityThresholds(max_load_per_core=1.5, max_send_lag_p99_ms=100.0)) == []
+    assert phase_load(_h(1.0, 2.0)) == 1.5 and phase_load(_h(None, 2.0)) == 2.0 and phase_load(_h(None, None)) is None
+
+
+def test_probe_records_load_and_send_lag():
+    h = HostProbe.start().finish([float(x) for x in range(101)])
+    assert h.cpu_count >= 1 and h.wall_s > 0 and h.harness_cpu_cores >= 0
+    assert (h.send_lag_p50_ms, h.send_lag_p99_ms, h.send_lag_max_ms) == (50.0, 99.0, 100.0)
+    assert h.host_busy_fraction is None or 0.0 <= h.host_busy_fraction <= 1.0
+    assert HostProbe.start().finish([]).send_lag_p99_ms is None
+
+
+def test_invalid_compare_prints_a_banner(capsys):
+    cmp = CompareResult(name="n", label_a="x", label_b="y", phases=1, metrics={"ttft_ms.p50": ratio_stats([2.0], [1.0])},
+                        results_a=[], results_b=[], valid=False, invalid_reasons=["A_phase0: load average 3.00 above 2"],
+                        phase_loads=_phases(_h(3.0, 3.0), None))
+    print_compare(cmp)
+    out = capsys.readouterr().out
+    assert out.startswith("!!!") and "INVALID COMPARISON" in out and "load average 3.00 above 2" in out
+    assert "[INVALID]" in out and "load A_phase0" in out and "3.00 -> 3.00 on 2 cores" in out
+    assert banner(True, []) == []
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return cached_test_tokenizer("metaspace")
+
+
+@pytest.fixture(scope="module")
+def fake_url(tok):
+    """A fake SSE server on a loop in a thread of this process (no interpreter start-up)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    srv = asyncio.run_coroutine_threadsafe(FakeServer(FakeOptions(tokenizer=tok, ttft_ms=5, itl_ms=1)).start(),
+                                           loop).result(60)
+    try:
+        yield srv.url
+    finally:
+        asyncio.run_coroutine_threadsafe(srv.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def _run(tok, url, out, *extra):
+    return main(["run", "--input-len", "16", "--output-len", "2", "--num-prompts", "3", "--rate", "inf",
+                 "--base-url", url, "--vs", url, "--unique-prompts", "--no-plots", "--tokenizer", tok,
+                 "--out", str(out), "--no-progress", "--no-measure-overhead", *extra])
+
+
+def test_compare_json_carries_rounds_loads_and_verdict(tok, fake_url, tmp_path, capsys):
+    assert _run(tok, fake_url, tmp_path, "--max-load-per-core", "1000", "--load-ratio", "1000") == 0
+    cmp = json.loads((tmp_path / "compare.json").read_text())
+    assert cmp["phases"] == 3  # the default
+    names = [p["phase"] for p in cmp["phase_loads"]]
+    assert names == ["A_phase0", "B_phase0", "A_phase1", "B_phase1", "A_phase2", "B_phase2"]
+    starts = [json.loads((tmp_path / n / "result.json").read_text())["started_at"] for n in names]
+    assert starts == sorted(starts)  # they really ran interleaved, in that order
+    host = json.loads((tmp_path / "A_phase1/result.json").read_text())["host_load"]
+    assert host["cpu_count"] >= 1 and host["send_lag_p99_ms"] >= 0 and "loadavg_1m_before" in host
+    assert cmp["phase_loads"][2]["host"] == host
+    m = cmp["metrics"]["ttft_ms.p50"]
+    assert m["rounds"] == 3 and m["min"] <= m["median"] <= m["max"]
+    assert cmp["thresholds"]["max_load_per_core"] == 1000 and cmp["thresholds"]["max_send_lag_p99_ms"] == 50
+    # valid unless this machine's harness really lagged > 50 ms; the verdict and its reasons must agree
+    assert cmp["valid"] == (not cmp["invalid_reasons"])
+    assert ("INVALID COMPARISON" in capsys.readouterr().out) == (not cmp["valid"])
+
+
+def test_compare_breaking_a_threshold_is_invalid(tok, fake_url, tmp_path, capsys):
+    assert _run(tok, fake_url, tmp_path, "--phases", "1", "--max-send-lag-ms", "-1") == 0  # any lag is too much
+    cmp = json.loads((tmp_path / "compare.json").read_text())
+    assert cmp["valid"] is False and len(cmp["phase_loads"]) == 2
+    assert any("harness send lag p99" in r for r in cmp["invalid_reasons"])
+    out = capsys.readouterr().out
+    assert "INVALID COMPARISON" in out and "[INVALID]" in out
