@@ -21,6 +21,7 @@ from llmd_ray.engine import lifeline
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.cpu import allowed_cpus, cpu_bind_value
 from llmd_ray.engine.stats import EngineStats, StatsRecorder
+from llmd_ray.engine import vllm_call
 from llmd_ray.engine.models import resolve_model
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest, SamplingOptions, TokenLogprob
 from llmd_ray.errors import EngineDeadError, EngineError, InvalidRequestError, RequestAbortedError
@@ -92,6 +93,14 @@ class Engine:
     # --------------------------------------------------------------- generate
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
         """Yield output deltas; closing the iterator early aborts the request."""
+        if request.sampling.vllm is not None:  # prepared by vLLM's serving layer at the front door
+            gen = vllm_call.generate(self, request)
+            try:
+                async for chunk in gen:
+                    yield chunk
+            finally:
+                await gen.aclose()  # closed early: abort now, not when the generator is collected
+            return
         from vllm.inputs import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError as VllmEngineDeadError
 
@@ -141,17 +150,20 @@ class Engine:
         from vllm.sampling_params import RequestOutputKind
 
         s = request.sampling
-        params = SamplingParams(
-            max_tokens=s.max_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            seed=s.seed,
-            stop=s.stop or None,
-            logprobs=s.logprobs,
-            ignore_eos=s.ignore_eos,
-            min_tokens=s.min_tokens,
-            output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
-        )
+        if s.vllm is not None:
+            params = s.vllm.params  # this request's own (unpickled) copy
+        else:
+            params = SamplingParams(
+                max_tokens=s.max_tokens,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                seed=s.seed,
+                stop=s.stop or None,
+                logprobs=s.logprobs,
+                ignore_eos=s.ignore_eos,
+                min_tokens=s.min_tokens,
+                output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
+            )
         if request.kv_transfer_params:  # P/D: where the engine's KV connector loads the prompt's blocks from
             params.extra_args = {**(params.extra_args or {}), "kv_transfer_params": dict(request.kv_transfer_params)}
         return params
@@ -224,7 +236,8 @@ def _build_async_llm(engine_args: dict[str, Any], stat_logger_factory) -> Any:
     from vllm.v1.engine.async_llm import AsyncLLM
 
     engine_args = dict(engine_args)
-    for key, cls_name in (("kv_events_config", "KVEventsConfig"), ("kv_transfer_config", "KVTransferConfig")):
+    for key, cls_name in (("kv_events_config", "KVEventsConfig"), ("kv_transfer_config", "KVTransferConfig"),
+                          ("structured_outputs_config", "StructuredOutputsConfig")):
         if isinstance(engine_args.get(key), dict):  # YAML/JSON-friendly form -> vLLM's dataclass
             import vllm.config as vllm_config
 
