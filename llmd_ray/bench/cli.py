@@ -18,7 +18,7 @@ import sys
 from llmd_ray.workloads.spec import WORKLOAD_TYPES
 
 from .config import ConfigError
-from .flags import config_from_args
+from .flags import config_from_args, thresholds_from_args
 
 
 def parse_rates(text: str) -> list[float]:
@@ -138,13 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out")
     sub.add_parser("schema", help="print the JSON schema of result.json")
     return p
-
-
-def thresholds_from_args(a: argparse.Namespace):
-    from .schema import ValidityThresholds  # noqa: PLC0415
-
-    return ValidityThresholds(max_load_per_core=a.max_load_per_core, load_ratio=a.load_ratio, load_abs=a.load_abs,
-                              max_send_lag_p99_ms=a.max_send_lag_ms)
 
 
 def run_systems_cmd(a: argparse.Namespace) -> int:

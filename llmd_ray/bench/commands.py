@@ -16,7 +16,7 @@ from llmd_ray.workloads.spec import default_count
 from .benchmark import RunRequest, prompt_builder, run_benchmark
 from .compare import Side, print_compare, run_compare
 from .config import BenchConfig
-from .flags import config_from_args
+from .flags import config_from_args, thresholds_from_args
 from .overhead import format_overhead, measure_overhead
 from .report import load_result, print_summary, sweep_table, write_json
 from .schema import BenchResult
@@ -96,8 +96,6 @@ def run(args) -> int:
                   file=sys.stderr)
         if args.phases < 1:
             raise ValueError("--phases must be >= 1")
-        from .cli import thresholds_from_args  # noqa: PLC0415
-
         cmp = run_async(run_compare(cfg, a, b, args.phases, out, unique_prompts=args.unique_prompts,
                                     progress=args.progress, overhead=overhead, plots=args.plots,
                                     thresholds=thresholds_from_args(args)))

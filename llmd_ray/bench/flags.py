@@ -15,6 +15,7 @@ from llmd_ray.workloads.spec import (
 )
 
 from .config import BenchConfig, load_config_file, validate_config
+from .schema import ValidityThresholds
 
 _WORKLOAD_FLAGS = ("num_requests", "input_len", "output_len", "num_groups", "prompts_per_group", "system_prompt_len",
                    "question_len", "group_popularity", "zipf_exponent", "num_sessions", "turns_per_session", "think_time_s")
@@ -76,3 +77,9 @@ def config_from_args(a: argparse.Namespace) -> BenchConfig:
         cost.update({k: v for k, v in (("per_hour", a.cost_per_hour), ("replicas", a.replicas)) if v is not None})
         data["cost"] = cost
     return validate_config(data, a.config or "command line")
+
+
+def thresholds_from_args(a: argparse.Namespace) -> ValidityThresholds:
+    """The compare validity limits from `--max-load-per-core`, `--load-ratio`, `--load-abs`, `--max-send-lag-ms`."""
+    return ValidityThresholds(max_load_per_core=a.max_load_per_core, load_ratio=a.load_ratio, load_abs=a.load_abs,
+                              max_send_lag_p99_ms=a.max_send_lag_ms)
