@@ -25,7 +25,7 @@ from llmd_ray.workloads.jobs import build_jobs, warmup_jobs
 from llmd_ray.workloads.spec import MultiTurnWorkload, default_count
 
 from .config import BenchConfig
-from .hostload import HostProbe
+from .hostload import HostProbe, phase_load
 from .metrics import per_stage, summarize
 from .prompts import PromptBuilder, default_tokenizer_path, load_tokenizer
 from .report import environment_info, write_result
@@ -102,6 +102,11 @@ def _warnings(cfg: BenchConfig, result: BenchResult, records) -> list[str]:
     tl = result.server_timeline
     if tl is not None and tl.errors:
         w.append(f"{tl.errors} of {tl.errors + len(tl.t_s)} polls of {tl.url} failed")
+    h = result.host_load
+    load = phase_load(h) if h is not None else None
+    if load is not None and load > h.cpu_count:
+        w.append(f"host load average {load:.2f} above its {h.cpu_count} cores during the run: processes queued for "
+                 "CPU, latencies include that (a compare with such a phase is marked invalid)")
     if s.dispatch_lag_ms.p99 and s.dispatch_lag_ms.p99 > 50:
         w.append(f"client released requests late (dispatch lag p99 {s.dispatch_lag_ms.p99:.0f} ms)")
     return w

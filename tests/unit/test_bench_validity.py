@@ -76,6 +76,21 @@ def test_probe_records_load_and_send_lag():
     assert HostProbe.start().finish([]).send_lag_p99_ms is None
 
 
+def test_single_run_warns_when_the_host_was_oversubscribed():
+    from llmd_ray.bench.benchmark import _warnings
+    from llmd_ray.bench.config import BenchConfig
+    from llmd_ray.bench.metrics import summarize
+    from llmd_ray.bench.schema import BenchResult
+
+    def warned(host):
+        res = BenchResult(name="x", run_id="r", started_at="t", base_url="u", model="m", config={}, environment={},
+                          summary=summarize([], duration_s=1.0), host_load=host)
+        return [w for w in _warnings(BenchConfig(), res, []) if "host load average" in w]
+
+    assert warned(_h(2.5, 3.5)) and "3.00 above its 2 cores" in warned(_h(2.5, 3.5))[0]
+    assert warned(_h(1.5, 1.9)) == [] and warned(None) == []
+
+
 def test_invalid_compare_prints_a_banner(capsys):
     cmp = CompareResult(name="n", label_a="x", label_b="y", phases=1, metrics={"ttft_ms.p50": ratio_stats([2.0], [1.0])},
                         results_a=[], results_b=[], valid=False, invalid_reasons=["A_phase0: load average 3.00 above 2"],
