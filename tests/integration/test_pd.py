@@ -292,19 +292,24 @@ def test_kv_object_survives_prefill_replica_death(pd, prefill, transport):
 
 
 def test_fallback_when_prefill_killed_mid_request(pd, decode, prefill, baseline):
+    import ray
+
     wait_healthy(APP)
     _reset(decode, prefill)
     before = decode.pd_stats.remote().result()["counts"]
-    split = "decision.split.policy_always"
+    (killed,) = replica_actors(PREFILL)
+    replica = ray.get_actor(killed, namespace="serve")
     result = {}
     t = threading.Thread(target=lambda: result.update(complete(pd, FALLBACK_PROMPT, stream=True)))
     t.start()
-    # Kill once decode has decided to split and sent the prefill (the 3,500-token prefill takes ~2 s on one core).
+    # Kill once the prefill replica has accepted the prefill: Serve's own count of the requests a replica runs
+    # (its actor answers it on a thread of its own). Killed before accepting, Serve would re-send the call to
+    # the replacement replica rather than fail it. The 3,500-token prefill takes ~1 s on one core.
     deadline = time.time() + 120
-    while decode.pd_stats.remote().result()["counts"].get(split, 0) == before.get(split, 0):
-        assert t.is_alive() and time.time() < deadline, "decode never sent the prefill"
+    while ray.get(replica.get_num_ongoing_requests.remote()) == 0:
+        assert t.is_alive() and time.time() < deadline, "the prefill replica never got the prefill"
         time.sleep(0.005)
-    killed = kill_replica(PREFILL)
+    ray.kill(replica, no_restart=True)
     t.join(timeout=300)
     assert result["text"] == baseline["fallback"]["text"]
     after = decode.pd_stats.remote().result()["counts"]
