@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baseline", help="--system label every ratio is taken against (default: the first)")
     s.add_argument("--phases", type=int, default=3,
                    help="rounds, run A B A B A B ... (A B C A B C ...); ratios are medians over rounds (default 3)")
+    s.add_argument("--rotate", action="store_true",
+                   help="rotate the order every round (A B, B A, ...; A B C, B C A, C A B) so no system always runs first")
     v = r.add_argument_group("compare validity (a comparison breaking one is marked invalid; see bench/README.md)")
     v.add_argument("--max-load-per-core", type=float, default=1.0,
                    help="a phase's 1-min load average above this x cores (default 1.0)")
@@ -180,7 +182,7 @@ def run_systems_cmd(a: argparse.Namespace) -> int:
     sides = [side_for(s, a.base_url, a.startup_timeout) for s in a.system]
     cmp = commands.run_async(run_systems(cfg, a.system, sides, baseline, a.phases, out, unique_prompts=a.unique_prompts,
                                          progress=a.progress, overhead=overhead, plots=a.plots,
-                                         thresholds=thresholds_from_args(a)))
+                                         thresholds=thresholds_from_args(a), rotate=a.rotate))
     print_systems(cmp)
     print(f"wrote {out / 'compare_systems.json'}")
     return 0 if cmp.complete else 1

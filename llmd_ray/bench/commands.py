@@ -98,7 +98,7 @@ def run(args) -> int:
             raise ValueError("--phases must be >= 1")
         cmp = run_async(run_compare(cfg, a, b, args.phases, out, unique_prompts=args.unique_prompts,
                                     progress=args.progress, overhead=overhead, plots=args.plots,
-                                    thresholds=thresholds_from_args(args)))
+                                    thresholds=thresholds_from_args(args), rotate=args.rotate))
         print_compare(cmp)
         print(f"wrote {out / 'compare.json'}")
         return 0

@@ -64,9 +64,10 @@ def ratio_stats(a_vals: list[float | None], b_vals: list[float | None]) -> Ratio
                      std=statistics.stdev(ratios) if len(ratios) > 1 else 0.0, rounds=len(ratios), a=a_vals, b=b_vals)
 
 
-def interleave(n_systems: int, rounds: int) -> list[tuple[int, int]]:
-    """(round, system index) in run order: round-robin, A B A B A B for two systems, A B C A B C ... for three."""
-    return [(i, k) for i in range(rounds) for k in range(n_systems)]
+def interleave(n_systems: int, rounds: int, rotate: bool = False) -> list[tuple[int, int]]:
+    """(round, system index) in run order: round-robin, A B A B A B for two systems, A B C A B C ... for three;
+    rotate: round i starts at system i mod N (A B C, B C A, C A B), so no system always runs first or last."""
+    return [(i, (i + j) % n_systems if rotate else j) for i in range(rounds) for j in range(n_systems)]
 
 
 def verdict(cmp: CompareResult | SystemsCompareResult) -> None:
@@ -117,18 +118,19 @@ def _one_rate(cfg: BenchConfig) -> BenchConfig:
 
 async def run_compare(cfg: BenchConfig, a: Side, b: Side, phases: int = 3, out_dir: str | Path = "out/compare",
                       unique_prompts: bool = False, progress: bool = True, overhead: ClientOverhead | None = None,
-                      plots: bool = True, thresholds: ValidityThresholds | None = None) -> CompareResult:
+                      plots: bool = True, thresholds: ValidityThresholds | None = None,
+                      rotate: bool = False) -> CompareResult:
     cfg = _one_rate(cfg)
     out = Path(out_dir)
     res: tuple[list[BenchResult], list[BenchResult]] = ([], [])
     loads: list[PhaseLoad] = []
-    for i, k in interleave(2, phases):
+    for i, k in interleave(2, phases, rotate):
         salt = 2 * i + k if unique_prompts else i
         name = f"{'AB'[k]}_phase{i}"
         r = await _phase(cfg, (a, b)[k], out / name, salt, i, progress, overhead, plots)
         res[k].append(r)
         loads.append(PhaseLoad(phase=name, host=r.host_load))
-    cmp = CompareResult(name=cfg.name, label_a=a.label, label_b=b.label, phases=phases,
+    cmp = CompareResult(name=cfg.name, label_a=a.label, label_b=b.label, phases=phases, rotate=rotate,
                         metrics=compare_results(*res), phase_loads=loads,
                         thresholds=thresholds or ValidityThresholds(),
                         results_a=[f"A_phase{i}/result.json" for i in range(phases)],
@@ -156,7 +158,8 @@ def print_compare(cmp: CompareResult, file=None) -> None:
     file = file or sys.stdout
     for line in banner(cmp.valid, cmp.invalid_reasons):
         print(line, file=file)
-    print(f"{cmp.name}: {cmp.label_a} / {cmp.label_b} over {cmp.phases} round(s), A B A B ..."
+    print(f"{cmp.name}: {cmp.label_a} / {cmp.label_b} over {cmp.phases} round(s), "
+          f"{'A B B A ...' if cmp.rotate else 'A B A B ...'}"
           + ("" if cmp.valid else "  [INVALID]"), file=file)
     print(f"  {'figure':<22} {'A/B med':>8} {'min':>8} {'max':>8} {'mean':>8} {'std':>7}   A | B (mean)", file=file)
     for k in HEADLINE:
@@ -218,7 +221,7 @@ def systems_vs_baseline(runs: dict[str, list[BenchResult | None]], baseline: str
 async def run_systems(cfg: BenchConfig, specs: list[SystemSpec], sides: list[Side], baseline: str, phases: int,
                       out_dir: str | Path, unique_prompts: bool = False, progress: bool = True,
                       overhead: ClientOverhead | None = None, plots: bool = True,
-                      thresholds: ValidityThresholds | None = None) -> SystemsCompareResult:
+                      thresholds: ValidityThresholds | None = None, rotate: bool = False) -> SystemsCompareResult:
     """Round-robin phases over N systems; writes compare_systems.json after every phase (a crash keeps the rest)."""
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels) or baseline not in labels or len(specs) < 2:
@@ -227,8 +230,9 @@ async def run_systems(cfg: BenchConfig, specs: list[SystemSpec], sides: list[Sid
     runs = {s.label: SystemRuns(**s.model_dump(), base_url=side.base_url) for s, side in zip(specs, sides)}
     results: dict[str, list[BenchResult | None]] = {label: [] for label in labels}
     cmp = SystemsCompareResult(name=cfg.name, baseline=baseline, phases=phases, unique_prompts=unique_prompts,
-                               systems=list(runs.values()), thresholds=thresholds or ValidityThresholds())
-    for i, k in interleave(n, phases):
+                               systems=list(runs.values()), thresholds=thresholds or ValidityThresholds(),
+                               rotate=rotate)
+    for i, k in interleave(n, phases, rotate):
         side = sides[k]
         name, timing, run = f"{side.label}_phase{i}", {}, runs[side.label]
         try:

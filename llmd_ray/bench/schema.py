@@ -222,6 +222,7 @@ class _Verdict(_Model):
     invalid_reasons: list[str] = Field(default_factory=list, description="Why the comparison is invalid.")
     thresholds: ValidityThresholds = Field(default_factory=ValidityThresholds, description="Limits applied.")
     phase_loads: list[PhaseLoad] = Field(default_factory=list, description="Host load per phase, in run order.")
+    rotate: bool = Field(False, description="Round i started at system i mod N (else every round in the given order).")
 
 
 class CompareResult(_Verdict):

@@ -18,6 +18,9 @@ def test_interleave_order():
     assert interleave(2, 3) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]  # A B A B A B
     assert interleave(3, 2) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]  # A B C A B C
     assert interleave(2, 0) == []
+    assert interleave(2, 3, rotate=True) == [(0, 0), (0, 1), (1, 1), (1, 0), (2, 0), (2, 1)]  # A B B A A B
+    assert interleave(3, 3, rotate=True) == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (1, 0),
+                                             (2, 2), (2, 0), (2, 1)]  # A B C, B C A, C A B
 
 
 def test_median_ratio_with_min_max():
@@ -149,9 +152,10 @@ def test_compare_json_carries_rounds_loads_and_verdict(tok, fake_url, tmp_path, 
 
 
 def test_compare_breaking_a_threshold_is_invalid(tok, fake_url, tmp_path, capsys):
-    assert _run(tok, fake_url, tmp_path, "--phases", "1", "--max-send-lag-ms", "-1") == 0  # any lag is too much
+    assert _run(tok, fake_url, tmp_path, "--phases", "2", "--rotate", "--max-send-lag-ms", "-1") == 0  # any lag
     cmp = json.loads((tmp_path / "compare.json").read_text())
-    assert cmp["valid"] is False and len(cmp["phase_loads"]) == 2
+    assert [p["phase"] for p in cmp["phase_loads"]] == ["A_phase0", "B_phase0", "B_phase1", "A_phase1"]
+    assert cmp["valid"] is False and cmp["rotate"] is True
     assert any("harness send lag p99" in r for r in cmp["invalid_reasons"])
     out = capsys.readouterr().out
     assert "INVALID COMPARISON" in out and "[INVALID]" in out
