@@ -58,6 +58,27 @@ def serve_running_replicas(app: str, deployments: Mapping[str, str]) -> dict[str
     return out
 
 
+def call_generate(stream_handle: Any, request: Any) -> Any:
+    """``stream_handle.generate.remote(request)``, as a Serve request of its own.
+
+    A handle call made while serving a request inherits that request's internal id, by which Serve's router
+    (and ours) track pending requests; one client request may become several engine requests at once (a prompt
+    batch, beam search), and two pending requests under one id are never both routed. Each gets a fresh id.
+    """
+    import dataclasses
+
+    from ray.serve import context
+    from ray.serve._private.utils import generate_request_id
+
+    current = context._get_serve_request_context()
+    token = context._serve_request_context.set(
+        dataclasses.replace(current, _internal_request_id=generate_request_id()))
+    try:
+        return stream_handle.generate.remote(request)
+    finally:
+        context._serve_request_context.reset(token)
+
+
 class VariantDispatcher(PeriodicPoll):
     """Per-variant handles, outstanding requests and running replicas; picks a variant per request."""
 
@@ -124,7 +145,7 @@ class VariantDispatcher(PeriodicPoll):
     def stream(self, request: Any) -> RetryingStream | VariantStream:
         """The generation stream for ``request`` (a plain RetryingStream with one variant, as before)."""
         if len(self) == 1:
-            return RetryingStream(lambda: self.streams[0].generate.remote(request), request.request_id)
+            return RetryingStream(lambda: call_generate(self.streams[0], request), request.request_id)
         return VariantStream(self, request)
 
     def stats_handle(self) -> Any:
@@ -177,7 +198,7 @@ class VariantStream:
         self._index = self._d.pick()
         self._d.acquire(self._index)
         self._holding = True
-        return self._d.streams[self._index].generate.remote(self._request)
+        return call_generate(self._d.streams[self._index], self._request)
 
     def _release(self) -> None:
         if self._holding:

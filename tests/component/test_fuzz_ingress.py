@@ -5,7 +5,7 @@ good, boundary and wrong-typed values (unicode with lone surrogates, huge
 ints, NaN, nested junk), raw byte bodies (truncated or deeply nested JSON,
 binary), odd paths and methods, and good, wrong or missing API keys and QoS
 headers. They go through the Serve proxy to the real OpenAIIngress (auth and
-flow control on) in front of a simulated LLMServer (SimLLM). A 200 stream
+flow control on, vLLM's serving layer) in front of a simulated LLMServer (SimLLM). A 200 stream
 must end with ``[DONE]`` and carry no internal error. CI sends 2,000;
 ``bench/reliability/fuzz.py`` reuses :func:`run_fuzz` for 10,000 or more.
 """
@@ -223,11 +223,13 @@ def test_openapi_schema_describes_the_request_bodies(url):
 
     for ref in refs(doc):
         assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas, ref
-    for path, model, required in [("/v1/completions", "CompletionRequest", "prompt"),
-                                  ("/v1/chat/completions", "ChatCompletionRequest", "messages")]:
+    for path, model, field in [("/v1/completions", "CompletionRequest", "prompt"),  # (or prompt_embeds)
+                               ("/v1/chat/completions", "ChatCompletionRequest", "messages")]:
         op = doc["paths"][path]["post"]
         assert op["requestBody"]["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model}"}
-        assert required in schemas[model]["required"] and "max_tokens" in schemas[model]["properties"]
+        props = schemas[model]["properties"]
+        assert {field, "max_tokens", "tools" if "chat" in path else "echo", "logit_bias", "n"} <= set(props)
         assert {"400", "401", "429", "503"} <= set(op["responses"])
         assert {p["name"] for p in op["parameters"]} == {"x-llmd-qos", "x-session-id"}
+    assert "messages" in schemas["ChatCompletionRequest"]["required"]
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"

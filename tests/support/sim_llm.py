@@ -1,7 +1,8 @@
 """``SimLLM``: a SIMULATED LLMServer (no engine) for flow-control, auth and fuzz tests and benches.
 
 It speaks LLMServer's handle interface (``generate`` streaming ``GenerateChunk``
-deltas, ``stats``), so the real ``OpenAIIngress`` runs in front of it unchanged.
+deltas carrying vLLM ``RequestOutput`` objects for the front door's requests, ``stats``),
+so the real ``OpenAIIngress`` runs in front of it unchanged.
 It emits ``min(max_tokens, tokens)`` one-token chunks, ``chunk_delay_s`` apart,
 (``min_tokens`` more if larger), with logprobs when asked, and reports whatever load a test sets with
 ``set_load``; it records the order in which requests arrive (``arrivals``: the
@@ -34,8 +35,9 @@ class SimLLM:
         self._arrivals.append(request.prompt_token_ids[0])
         self._arrivals = self._arrivals[-10_000:]
         s = request.sampling  # min_tokens holds a request longer (e.g. to keep a slot busy)
-        n = max(1, min(s.max_tokens, max(self.tokens, s.min_tokens)))
-        lp = s.logprobs
+        params = s.vllm.params if s.vllm is not None else s  # vLLM's SamplingParams from the front door
+        n = max(1, min(params.max_tokens, max(self.tokens, params.min_tokens)))
+        lp = params.logprobs
         prompt = len(request.prompt_token_ids)
         self.running += 1
         try:
@@ -48,8 +50,11 @@ class SimLLM:
                 k = 1 if request.stream else n
                 top = [(" x", -0.5), (" y", -1.5)][: lp or 0]
                 logprobs = [TokenLogprob(" x", -0.5, top) for _ in range(k)] if lp is not None else None
-                yield GenerateChunk(request.request_id, " x" * k, [7] * k, prompt, 0, i + 1,
-                                    "length" if last else None, None, logprobs)
+                chunk = GenerateChunk(request.request_id, " x" * k, [7] * k, prompt, 0, i + 1,
+                                      "length" if last else None, None, logprobs)
+                if s.vllm is not None:
+                    chunk.output = vllm_output(request.request_id, getattr(params, "n", 1), k, lp, last)
+                yield chunk
         finally:
             self.running -= 1
 
@@ -63,3 +68,19 @@ class SimLLM:
     def stats(self) -> dict:
         return {"rank": self.rank, "num_waiting": self.num_waiting, "num_running": self.running,
                 "kv_cache_usage": self.kv_cache_usage, "updated_at": time.time()}
+
+
+def vllm_output(request_id: str, n: int, k: int, logprobs: int | None, last: bool):
+    """A vLLM RequestOutput of ``n`` sequences, each ``k`` new tokens " x" (id 7), finished with "length" if last."""
+    from vllm.logprobs import Logprob
+    from vllm.outputs import CompletionOutput, RequestOutput
+
+    def position():
+        alts = {7: Logprob(-0.5, 1, " x"), 8: Logprob(-1.5, 2, " y")}
+        return dict(list(alts.items())[: max(1, logprobs or 0)])
+
+    outputs = [CompletionOutput(index=i, text=" x" * k, token_ids=[7] * k, cumulative_logprob=None,
+                                logprobs=[position() for _ in range(k)] if logprobs is not None else None,
+                                finish_reason="length" if last else None)
+               for i in range(n)]
+    return RequestOutput(request_id, None, None, None, outputs, finished=last, num_cached_tokens=0)

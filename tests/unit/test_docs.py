@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from llmd_ray.engine.config import EngineConfig
-from llmd_ray.serving.protocol import ChatCompletionRequest  # noqa: F401  (pure import check)
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -1,0 +1,103 @@
+"""Request preparation: a JSON body into vLLM's own request model, checked and classified.
+
+Parsing is vLLM's (``ChatCompletionRequest`` / ``CompletionRequest`` of the
+running vLLM, every field it knows, its validators); a failure is a 400 that
+names the field. On top, llmd-ray refuses what it cannot honour (a 400 naming
+the field, never a silent drop), applies its own limits, and picks the QoS
+class (a ``<model>:<class>`` name or alias is resolved to the served model
+before vLLM sees it). Rendering, tokenization and sampling parameters then
+happen in vLLM's serving class (``pipeline.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from llmd_ray.errors import InvalidRequestError
+from llmd_ray.frontdoor.errors import clean_param, format_validation_error
+
+Kind = Literal["chat", "completion"]
+
+# Fields of vLLM's request models that llmd-ray cannot honour, and why.
+UNHONOURED: dict[str, str] = {
+    "kv_transfer_params": "llmd-ray runs prefill/decode disaggregation itself (variants with roles prefill and "
+    "decode); clients cannot pass KV transfer parameters",
+}
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A parsed request and what llmd-ray decided about it."""
+
+    kind: Kind
+    request: Any  # vLLM's ChatCompletionRequest or CompletionRequest
+    qos: str
+    tenant: str
+
+    @property
+    def prompt_param(self) -> str:
+        return "messages" if self.kind == "chat" else "prompt"
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.request.stream)
+
+
+def request_model(kind: Kind) -> type:
+    if kind == "chat":
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        return ChatCompletionRequest
+    from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+
+    return CompletionRequest
+
+
+def parse(kind: Kind, body: dict) -> Any:
+    """``body`` as vLLM's request model; InvalidRequestError (400, naming the field) if it is not one."""
+    for name, why in UNHONOURED.items():
+        if body.get(name) is not None:
+            raise InvalidRequestError(f"{name}: not supported: {why}", param=name)
+    from vllm.exceptions import VLLMClientError
+
+    prompt_param = "messages" if kind == "chat" else "prompt"
+    try:
+        return request_model(kind).model_validate(body)
+    except ValidationError as e:
+        message, param = format_validation_error(e.errors(include_url=False), prompt_param)
+        raise InvalidRequestError(message, param=param) from None
+    except (VLLMClientError, ValueError, TypeError) as e:  # a validator's vLLM error, outside pydantic's wrapping
+        param = clean_param(getattr(e, "parameter", None), prompt_param)
+        text = str(e.args[0] if e.args else e)[:500]
+        raise InvalidRequestError(f"{param}: {text}" if param else text, param=param) from None
+
+
+def check_limits(prepared: Prepared, max_tokens_limit: int | None) -> None:
+    """llmd-ray's own cap on requested output tokens (the prompt's is checked once it is tokenized)."""
+    req = prepared.request
+    if max_tokens_limit is None:
+        return
+    for field in ("max_completion_tokens", "max_tokens"):
+        value = getattr(req, field, None)
+        if value is not None and value > max_tokens_limit:
+            raise InvalidRequestError(f"{field}: {value} exceeds this server's limit of {max_tokens_limit}",
+                                      param=field)
+
+
+def prepare(kind: Kind, body: dict, *, qos_config: Any, served_model: str, qos_header: str | None = None,
+            key_class: str | None = None, principal_name: str | None = None, session_id: str | None = None,
+            max_tokens_limit: int | None = None) -> Prepared:
+    """Parse, classify and check one request body."""
+    req = parse(kind, body)
+    qos = qos_config.select(served_model=served_model, model=req.model, header=qos_header, key_class=key_class)
+    if req.model is not None and req.model != served_model:
+        req.model = served_model  # a QoS alias of the served model: vLLM serves the model itself
+    if session_id and not req.session_id:
+        req.session_id = session_id
+    tenant = principal_name or (req.user or "-")[:128]
+    prepared = Prepared(kind, req, qos, tenant)
+    check_limits(prepared, max_tokens_limit)
+    return prepared
