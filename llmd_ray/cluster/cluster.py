@@ -104,7 +104,7 @@ class Cluster:
             raise
         return self
 
-    def down(self, grace_s: float = 10.0) -> Removed:
+    def down(self, grace_s: float = 3.0) -> Removed:
         """Stop every node's processes, remove the namespaces, links and run dir (idempotent)."""
         removed = teardown(self.plan.prefix, self.plan.run_dir, grace_s)
         for proc in self._procs.values():
@@ -180,6 +180,11 @@ class Cluster:
             return f"(no log: {e})"
         return "\n".join(text.splitlines()[-lines:])
 
+    def session_dir(self, node: str) -> Path | None:
+        """The node's newest Ray session directory, as seen from the host (None before Ray made one)."""
+        sessions = sorted(Path(self.plan.node(node).ray_dir).glob("session_2*"))
+        return sessions[-1] if sessions else None
+
     def alive_nodes(self) -> dict[str, str]:
         """Node IP -> Ray node id of every alive node, asked of the head's GCS over the bridge."""
         from ray._raylet import GcsClient
@@ -204,14 +209,16 @@ class Cluster:
             raise KeyError(f"node {node!r} is not running (no pid in {self._state_path()})")
         return self._pids[node]
 
-    def command(self, node: str, argv: list[str]) -> list[str]:
-        """``argv`` wrapped to run on ``node`` (its network and mount namespaces)."""
-        return nsenter_argv(self.node_pid(node), argv)
+    def command(self, node: str, argv: list[str], cwd: str | None = None) -> list[str]:
+        """``argv`` wrapped to run on ``node`` (its network and mount namespaces), in ``cwd`` (default: ours)."""
+        return nsenter_argv(self.node_pid(node), argv, cwd or os.getcwd())
 
-    def exec(self, node: str, argv: list[str], timeout: float | None = None, **kw: Any) -> subprocess.CompletedProcess:
-        """Run ``argv`` on ``node`` (e.g. a Ray driver: ``ray.init(address=<gcs_address>)`` finds the node's raylet)."""
+    def exec(self, node: str, argv: list[str], timeout: float | None = None, cwd: str | None = None,
+             **kw: Any) -> subprocess.CompletedProcess:
+        """Run ``argv`` on ``node`` (e.g. a Ray driver: ``ray.init(address=<gcs_address>)`` finds the node's raylet).
+        ``cwd`` must exist on the node: the host's directories do, except /tmp and /dev/shm (the node's own)."""
         kw.setdefault("env", self._env())
-        return subprocess.run(self.command(node, argv), timeout=timeout, **kw)
+        return subprocess.run(self.command(node, argv, cwd), timeout=timeout, **kw)
 
     # -- state (for the CLI: `up` in one process, `exec` / `down` in another) ---------------------------------
 

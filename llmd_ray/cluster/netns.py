@@ -101,8 +101,12 @@ def _signal(pids: list[int], sig: int) -> None:
             pass
 
 
-def kill_netns_processes(netns_names: list[str], grace_s: float = 10.0) -> int:
-    """SIGTERM every process in the namespaces, SIGKILL what is left after ``grace_s``; returns how many."""
+def kill_netns_processes(netns_names: list[str], grace_s: float = 3.0) -> int:
+    """SIGTERM every process in the namespaces, SIGKILL what is left after ``grace_s``; returns how many.
+
+    Some of Ray's processes (``ray start --block``, the GCS, the autoscaler monitor, the runtime-env agent) are
+    still there 10 s after a SIGTERM; nothing of a test node needs a graceful exit (its /dev/shm and /tmp go
+    with it), so the grace is short."""
     pids = [p for ns in netns_names for p in netns_pids(ns)]
     if not pids:
         return 0
@@ -135,7 +139,7 @@ class Removed:
                 f"{self.links or '-'}, run dir {self.run_dir or '-'}")
 
 
-def teardown(prefix: str, run_dir: str | None, grace_s: float = 10.0) -> Removed:
+def teardown(prefix: str, run_dir: str | None, grace_s: float = 3.0) -> Removed:
     """Remove everything named ``<prefix>-*``: processes in our namespaces, the namespaces, links, run dir.
 
     Idempotent; safe to call when nothing is there.

@@ -60,9 +60,10 @@ class NodePlan:
         return f"{self.dir}/ray.log"
 
     @property
-    def session_dir(self) -> str:
-        """Ray's latest session directory of this node, as seen from the host."""
-        return f"{self.tmp_dir}/ray/session_latest"
+    def ray_dir(self) -> str:
+        """Ray's temp dir of this node (its sessions), as seen from the host. Its ``session_latest`` link points
+        into the node's /tmp (an absolute path), so from the host it names the host's own: list ``session_2*``."""
+        return f"{self.tmp_dir}/ray"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +190,10 @@ def node_argv(plan: Plan, node: NodePlan, ray_bin: str) -> list[str]:
             "sh", "-c", node_script(plan, node, ray_bin)]
 
 
-def nsenter_argv(node_pid: int, argv: list[str]) -> list[str]:
-    """Run ``argv`` on a node: in the network and mount namespaces of its process ``node_pid``."""
-    return ["nsenter", f"--target={node_pid}", "--net", "--mount", "--", *argv]
+def nsenter_argv(node_pid: int, argv: list[str], cwd: str = "/") -> list[str]:
+    """Run ``argv`` on a node: in the network and mount namespaces of its process ``node_pid``, in ``cwd``
+    (entering a mount namespace moves the caller to its root)."""
+    return ["nsenter", f"--target={node_pid}", "--net", "--mount", f"--wd={cwd}", "--", *argv]
 
 
 def owned(name: str, prefix: str) -> bool:

@@ -101,8 +101,8 @@ def test_node_runs_in_its_netns_with_private_shm_and_tmp():
 
 def test_default_run_dir_follows_the_prefix_and_nsenter():
     assert make_plan(ClusterConfig(prefix="ab")).run_dir == "/tmp/ab"
-    assert nsenter_argv(42, ["ray", "status"]) == ["nsenter", "--target=42", "--net", "--mount", "--", "ray",
-                                                   "status"]
+    assert nsenter_argv(42, ["ray", "status"], "/work") == [
+        "nsenter", "--target=42", "--net", "--mount", "--wd=/work", "--", "ray", "status"]
 
 
 def test_cli_flags_override_the_config_file(tmp_path):
@@ -114,3 +114,23 @@ def test_cli_flags_override_the_config_file(tmp_path):
 
 def _opt(argv: list[str], flag: str) -> str:
     return argv[argv.index(flag) + 1]
+
+
+def test_preflight_names_what_is_missing(monkeypatch):
+    from llmd_ray.cluster import netns
+
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    assert "needs root" in netns.preflight("llmdr")
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(netns.shutil, "which", lambda tool: None if tool in ("ip", "nsenter") else f"/bin/{tool}")
+    assert netns.preflight("llmdr") == "missing ip, nsenter (Debian: apt-get install -y iproute2 util-linux mount)"
+
+
+def test_subnet_conflict_ignores_our_bridge_and_the_default_route(monkeypatch):
+    from llmd_ray.cluster import netns
+
+    routes = ("default via 192.0.2.1 dev eth0\n10.213.7.0/24 dev llmdr-br0 proto kernel scope link src 10.213.7.1\n"
+              "10.0.0.0/8 dev tun0 scope link\n")
+    monkeypatch.setattr(netns, "run", lambda argv, check=True: type("P", (), {"stdout": routes})())
+    assert netns.subnet_conflict(IPv4Network("10.213.7.0/24"), "llmdr-br0") == "10.0.0.0/8 dev tun0 scope link"
+    assert netns.subnet_conflict(IPv4Network("192.168.5.0/24"), "llmdr-br0") is None
