@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmd_ray.engine.config import EngineConfig
+from llmd_ray.errors import ConfigError
 from llmd_ray.frontdoor.backend import Backend
 from llmd_ray.frontdoor.config import OpenAIServerConfig, vllm_cli_args
 
@@ -53,12 +54,24 @@ class VllmFrontend:
 
 
 def parse_args(engine: EngineConfig, model_path: str, openai: OpenAIServerConfig) -> argparse.Namespace:
-    """vLLM's parsed and validated ``vllm serve`` arguments for this app."""
+    """vLLM's parsed and validated ``vllm serve`` arguments for this app (ConfigError if vLLM refuses them)."""
+    import contextlib
+    import io
+
     from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    args = make_arg_parser(FlexibleArgumentParser()).parse_args(vllm_cli_args(engine, model_path, openai))
-    validate_parsed_serve_args(args)
+    flags = vllm_cli_args(engine, model_path, openai)
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):  # argparse reports there, then exits: not in a replica
+            args = make_arg_parser(FlexibleArgumentParser()).parse_args(flags)
+            validate_parsed_serve_args(args)
+    except SystemExit:
+        raise ConfigError(f"engine / ingress.openai: vLLM refuses `vllm serve {' '.join(flags)}`: "
+                          f"{errors.getvalue().strip()[-500:]}") from None
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"engine / ingress.openai: vLLM refuses `vllm serve {' '.join(flags)}`: {e}") from None
     return args
 
 

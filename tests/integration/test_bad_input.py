@@ -1,5 +1,5 @@
 """Every bad input gets an OpenAI-style 4xx naming the problem; never a 500,
-and never harm to requests in flight."""
+and never harm to requests in flight. (What is bad is vLLM's call: see test_openai_parity.py.)"""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ CASES = [
     (CHAT, {"model": MODEL, "messages": MSG, "max_tokens": 0}, 400, "max_tokens"),
     (CHAT, {"model": MODEL, "messages": MSG, "max_tokens": "ten"}, 400, "max_tokens"),
     (CHAT, {"model": MODEL, "messages": MSG, "temperature": "hot"}, 400, "temperature"),
-    (CHAT, {"model": MODEL, "messages": MSG, "n": 3}, 400, "n"),
+    (CHAT, {"model": MODEL, "messages": MSG, "n": 0}, 400, "n"),
+    (CHAT, {"model": MODEL, "messages": MSG, "kv_transfer_params": {"do_remote_prefill": True}}, 400,
+     "kv_transfer_params"),  # vLLM knows it; llmd-ray cannot honour it (P/D is the app's business)
     (CHAT, {"model": MODEL, "messages": MSG, "top_logprobs": 2}, 400, "top_logprobs"),
     (CHAT, {"model": "gpt-9", "messages": MSG}, 404, "model"),
     (CHAT, {"model": MODEL, "messages": MSG, "max_tokens": 5000}, 400, "max_tokens"),

@@ -67,7 +67,7 @@ async def test_deployment_handle_chat_and_stream(app):
     full = await handle.chat.remote(body)
     assert full["object"] == "chat.completion" and full["usage"]["completion_tokens"] == 6
     events = [e async for e in handle.options(stream=True).chat_stream.remote(body)]
-    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
     assert text == full["choices"][0]["message"]["content"]
     cmpl = await handle.completions.remote({"prompt": "abc", "max_tokens": 2, "ignore_eos": True}, session_id="s")
     assert cmpl["usage"]["completion_tokens"] == 2
