@@ -16,9 +16,13 @@ readable from the host for debugging).
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from pathlib import Path
 
 from llmd_ray.cluster.config import ClusterConfig
 
@@ -170,15 +174,26 @@ def ray_start_argv(plan: Plan, node: NodePlan, ray_bin: str) -> list[str]:
     return argv
 
 
-def node_script(plan: Plan, node: NodePlan, ray_bin: str) -> str:
-    """What runs in the node's fresh mount namespace: a private /dev/shm and /tmp, then ``ray start``."""
-    return "; ".join([
-        "set -e",
-        f"mount -t tmpfs -o size={plan.shm_mb}m,mode=1777 {plan.prefix}-shm /dev/shm",
-        f"mount --bind {shlex.quote(node.tmp_dir)} /tmp",
-        "cd /",
-        "exec " + shlex.join(ray_start_argv(plan, node, ray_bin)),
-    ])
+def host_paths_under_tmp(paths: Sequence[str]) -> list[str]:
+    """Of ``paths`` (the venv, the checkout), those inside the host's /tmp, which a node's private /tmp would
+    hide: a clone or venv under /tmp must stay reachable on the node."""
+    inside = sorted({os.path.realpath(p) for p in paths if os.path.realpath(p).startswith("/tmp/")})
+    return [p for p in inside if not any(p.startswith(q + "/") for q in inside)]  # outermost only
+
+
+def node_script(plan: Plan, node: NodePlan, ray_bin: str, keep: Sequence[str] = ()) -> str:
+    """What runs in the node's fresh mount namespace: a private /dev/shm and /tmp, then ``ray start``.
+
+    ``keep``: host paths under /tmp (``host_paths_under_tmp``) bound back into the node's /tmp, through the
+    host's /tmp bound on /mnt first (the namespace is private: neither mount is seen outside it)."""
+    steps = ["set -e", f"mount -t tmpfs -o size={plan.shm_mb}m,mode=1777 {plan.prefix}-shm /dev/shm"]
+    if keep:
+        steps.append("mount --bind /tmp /mnt")
+    steps.append(f"mount --bind {shlex.quote(node.tmp_dir)} /tmp")
+    for p in keep:
+        rel = shlex.quote("/mnt/" + p[len("/tmp/"):])
+        steps += [f"mkdir -p {shlex.quote(p)}", f"mount --bind {rel} {shlex.quote(p)}"]
+    return "; ".join([*steps, "cd /", "exec " + shlex.join(ray_start_argv(plan, node, ray_bin))])
 
 
 def node_argv(plan: Plan, node: NodePlan, ray_bin: str) -> list[str]:
@@ -186,8 +201,10 @@ def node_argv(plan: Plan, node: NodePlan, ray_bin: str) -> list[str]:
 
     ``ip netns exec`` and ``unshare`` exec their command, so this process *is* the node's ``ray start``.
     """
+    keep = host_paths_under_tmp([sys.prefix, os.path.dirname(os.path.dirname(ray_bin)), os.getcwd(),
+                                 str(Path(__file__).resolve().parents[2])])
     return ["ip", "netns", "exec", node.netns, "unshare", "--mount", "--propagation", "private",
-            "sh", "-c", node_script(plan, node, ray_bin)]
+            "sh", "-c", node_script(plan, node, ray_bin, keep)]
 
 
 def nsenter_argv(node_pid: int, argv: list[str], cwd: str = "/") -> list[str]:
