@@ -75,13 +75,13 @@ def parse(kind: Kind, body: dict) -> Any:
         raise InvalidRequestError(f"{param}: {text}" if param else text, param=param) from None
 
 
-def check_limits(prepared: Prepared, max_tokens_limit: int | None) -> None:
+def check_limits(prepared: Prepared, body: dict, max_tokens_limit: int | None) -> None:
     """llmd-ray's own cap on requested output tokens (the prompt's is checked once it is tokenized)."""
     req = prepared.request
     if max_tokens_limit is None:
         return
-    for field in ("max_completion_tokens", "max_tokens"):
-        value = getattr(req, field, None)
+    for field in ("max_completion_tokens", "max_tokens"):  # as sent: a default (16 for completions) is capped
+        value = getattr(req, field, None) if field in body else None
         if value is not None and value > max_tokens_limit:
             raise InvalidRequestError(f"{field}: {value} exceeds this server's limit of {max_tokens_limit}",
                                       param=field)
@@ -99,5 +99,5 @@ def prepare(kind: Kind, body: dict, *, qos_config: Any, served_model: str, qos_h
         req.session_id = session_id
     tenant = principal_name or (req.user or "-")[:128]
     prepared = Prepared(kind, req, qos, tenant)
-    check_limits(prepared, max_tokens_limit)
+    check_limits(prepared, body, max_tokens_limit)
     return prepared
