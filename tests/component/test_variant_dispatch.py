@@ -122,15 +122,19 @@ def test_variants_yaml_validates_and_builds_one_deployment_per_variant():
     from ray.serve.schema import ServeDeploySchema
 
     from llmd_ray import build_app
+    from llmd_ray.topology import carry
 
     schema = ServeDeploySchema.model_validate(yaml.safe_load(VARIANTS_YAML.read_text()))
     (app,) = schema.applications
-    policy = import_attr(app.autoscaling_policy["policy_function"])(**app.autoscaling_policy["policy_kwargs"])
+    import_attr(app.autoscaling_policy["policy_function"])(**app.autoscaling_policy["policy_kwargs"])  # knobs only
     built = serve_build(build_app(app.args), name=app.name)
     deps = {d.name: d for d in built.deployments}
     assert set(deps) == {"LLMServer-cpu-a", "LLMServer-cpu-b", "OpenAIIngress"}
-    assert set(policy._by_deployment) == {"LLMServer-cpu-a", "LLMServer-cpu-b"}
     a, b = deps["LLMServer-cpu-a"], deps["LLMServer-cpu-b"]
+    # the policy reads each variant and the app's classes from its deployment's autoscaling_config
+    seen = [carry.read(d._deployment_config.autoscaling_config.policy.policy_kwargs) for d in (a, b)]
+    assert [(v.name, v.deployment_name) for v, _ in seen] == [("cpu-a", "LLMServer-cpu-a"), ("cpu-b", "LLMServer-cpu-b")]
+    assert all(q.default_class == "interactive" for _, q in seen)
     assert (a.init_args[0]["cpu_bind"], b.init_args[0]["cpu_bind"]) == ("0", "1")
     bounds = [d._deployment_config.autoscaling_config for d in (a, b)]
     assert [(c.min_replicas, c.max_replicas) for c in bounds] == [(1, 1), (0, 1)]
