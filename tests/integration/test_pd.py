@@ -294,23 +294,45 @@ def test_kv_object_survives_prefill_replica_death(pd, prefill, transport):
 def test_fallback_when_prefill_killed_mid_request(pd, decode, prefill, baseline):
     import ray
 
+    from llmd_ray.pd.roles import PrefillRequest
+
     wait_healthy(APP)
     _reset(decode, prefill)
     before = decode.pd_stats.remote().result()["counts"]
     (killed,) = replica_actors(PREFILL)
     replica = ray.get_actor(killed, namespace="serve")
+    ongoing = lambda: ray.get(replica.get_num_ongoing_requests.remote())  # noqa: E731  (Serve's count; own thread)
+    # Direct prefills first: decode's prefill then waits behind ~2 s of engine work, so it is surely still in
+    # flight when the kill lands (a replica that is computing can be slow to answer the count).
+    busy = [prefill.prefill.remote(PrefillRequest(f"busy-{i}", prompt_of(3000, 200 + i)))._to_object_ref_sync()
+            for i in range(3)]
+    deadline = time.time() + 120
+    while ongoing() < len(busy):
+        assert time.time() < deadline, "the prefill replica never took the direct prefills"
+        time.sleep(0.005)
     result = {}
     t = threading.Thread(target=lambda: result.update(complete(pd, FALLBACK_PROMPT, stream=True)))
     t.start()
-    # Kill once the prefill replica has accepted the prefill: Serve's own count of the requests a replica runs
-    # (its actor answers it on a thread of its own). Killed before accepting, Serve would re-send the call to
-    # the replacement replica rather than fail it. The 3,500-token prefill takes ~1 s on one core.
-    deadline = time.time() + 120
-    while ray.get(replica.get_num_ongoing_requests.remote()) == 0:
-        assert t.is_alive() and time.time() < deadline, "the prefill replica never got the prefill"
+    # Kill once decode has sent its prefill and the replica has accepted it (killed before accepting, Serve would
+    # re-send the call to the replacement replica instead of failing it): more requests running than direct
+    # prefills unanswered (the first of those takes ~0.7 s of engine time, decode's is sent within ~0.2 s).
+    split = "decision.split.policy_always"
+    while decode.pd_stats.remote().result()["counts"].get(split, 0) == before.get(split, 0):
+        assert t.is_alive() and time.time() < deadline, "decode never sent its prefill"
+        time.sleep(0.005)
+    while True:
+        unanswered = len(ray.wait(busy, num_returns=len(busy), timeout=0, fetch_local=False)[1])
+        if ongoing() > unanswered:
+            break
+        assert t.is_alive() and time.time() < deadline, "the prefill replica never got decode's prefill"
         time.sleep(0.005)
     ray.kill(replica, no_restart=True)
     t.join(timeout=300)
+    for ref in busy:  # answered before the kill, or failed with the replica
+        try:
+            ray.get(ref, timeout=60)
+        except ray.exceptions.RayError:
+            pass
     assert result["text"] == baseline["fallback"]["text"]
     after = decode.pd_stats.remote().result()["counts"]
     assert after.get("handoffs", 0) == before.get("handoffs", 0), "the prefill answered before the kill landed"
