@@ -27,9 +27,10 @@ prompt's ids and text are not sent back with each delta. Every replica class (ag
 KV tiers) passes the request on unchanged; ``Engine.generate`` runs it (``engine/vllm_call.py``).
 
 The same ``vllm serve`` command line (``config.vllm_cli_args``) configures the front door and the
-parity test's reference vLLM server. What llmd-ray adds to vLLM's responses it adds (``x-llmd-qos``,
-``x-llmd-replica``, ``x-request-id`` headers; auth, QoS and flow control in front); what it cannot
-honour (``prepare.UNHONOURED``) is a 400 naming the field.
+parity test's reference vLLM server. What llmd-ray adds to vLLM's responses it adds (the ``x-llmd-qos``
+and ``x-llmd-replica`` headers; auth, QoS and flow control in front; Serve's ``x-request-id`` is the id
+vLLM's body carries); what it cannot honour (``prepare.UNHONOURED``) is a 400 naming the field. Error
+bodies keep vLLM's status and message in llmd-ray's shape (``errors.py``).
 """
 
 from llmd_ray.frontdoor.config import IngressConfig, OpenAIServerConfig, vllm_cli_args

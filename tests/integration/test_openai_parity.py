@@ -95,9 +95,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
-    """vLLM's own OpenAI server on the tiny model, configured like the app's engines and front door."""
+    """vLLM's own OpenAI server on the tiny model, configured like the app's engines and front door (stopped
+    after this module: it holds a core's worth of engine)."""
     from llmd_ray.engine.config import EngineConfig
     from llmd_ray.engine.models import resolve_model
     from llmd_ray.frontdoor.config import OpenAIServerConfig, vllm_cli_args
