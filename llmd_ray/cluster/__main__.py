@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ClusterSetupError("exec: give a command after the node, e.g. `exec head -- ray status`")
             return Cluster.attach(args.prefix, args.run_dir).exec(args.node, argv).returncode
     except (ClusterUnavailable, ClusterSetupError, ValidationError, TimeoutError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("\n".join([f"error: {e}", *getattr(e, "__notes__", [])]), file=sys.stderr)
         return 2
     return 0
 

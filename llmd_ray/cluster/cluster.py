@@ -99,7 +99,9 @@ class Cluster:
                 wait_until(lambda: tcp_open(str(plan.head.ip), plan.dashboard_port), self.config.start_timeout_s,
                            f"the dashboard on {plan.dashboard_url}", self._check_alive)
             self._write_state()
-        except BaseException:
+        except BaseException as e:
+            if not isinstance(e, KeyboardInterrupt):  # the logs go with the run dir: keep their tails
+                e.add_note("\n".join(f"--- {n.name}: {n.log_path}\n{self.log_tail(n.name, 15)}" for n in plan.nodes))
             self.down()
             raise
         return self

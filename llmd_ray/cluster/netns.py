@@ -116,10 +116,10 @@ def kill_netns_processes(netns_names: list[str], grace_s: float = 3.0) -> int:
         if not any(netns_pids(ns) for ns in netns_names):
             return len(pids)
         time.sleep(0.2)
-    for _ in range(5):
-        left = [p for ns in netns_names for p in netns_pids(ns)]
-        if not left:
-            break
+    deadline = time.monotonic() + 10.0  # SIGKILL until empty: a survivor would keep its namespace alive unnamed
+    while left := [p for ns in netns_names for p in netns_pids(ns)]:
+        if time.monotonic() > deadline:
+            raise ClusterSetupError(f"processes {left} survive SIGKILL in {netns_names}")
         _signal(left, signal.SIGKILL)
         time.sleep(0.2)
     return len(pids)

@@ -177,7 +177,8 @@ def ray_start_argv(plan: Plan, node: NodePlan, ray_bin: str) -> list[str]:
 def host_paths_under_tmp(paths: Sequence[str]) -> list[str]:
     """Of ``paths`` (the venv, the checkout), those inside the host's /tmp, which a node's private /tmp would
     hide: a clone or venv under /tmp must stay reachable on the node."""
-    inside = sorted({os.path.realpath(p) for p in paths if os.path.realpath(p).startswith("/tmp/")})
+    # as given and resolved: a path through a symlink under /tmp, or a symlink elsewhere into /tmp, counts too
+    inside = sorted({q for p in paths for q in (os.path.abspath(p), os.path.realpath(p)) if q.startswith("/tmp/")})
     return [p for p in inside if not any(p.startswith(q + "/") for q in inside)]  # outermost only
 
 

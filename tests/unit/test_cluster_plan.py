@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from ipaddress import IPv4Address, IPv4Network
 
@@ -134,3 +135,17 @@ def test_subnet_conflict_ignores_our_bridge_and_the_default_route(monkeypatch):
     monkeypatch.setattr(netns, "run", lambda argv, check=True: type("P", (), {"stdout": routes})())
     assert netns.subnet_conflict(IPv4Network("10.213.7.0/24"), "llmdr-br0") == "10.0.0.0/8 dev tun0 scope link"
     assert netns.subnet_conflict(IPv4Network("192.168.5.0/24"), "llmdr-br0") is None
+
+
+def test_paths_under_tmp_through_symlinks_are_kept(tmp_path):
+    import tempfile
+
+    from llmd_ray.cluster.plan import host_paths_under_tmp
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:
+        link = os.path.join(d, "checkout")
+        os.symlink("/usr", link)  # /tmp/.../checkout -> /usr: the path the node uses is under /tmp
+        assert host_paths_under_tmp([link + "/bin"]) == [link + "/bin"]
+    into = tmp_path / "venv"
+    into.symlink_to("/tmp/llmdr-elsewhere/venv")  # a link anywhere into /tmp: its target must be kept
+    assert "/tmp/llmdr-elsewhere/venv" in host_paths_under_tmp([str(into)])

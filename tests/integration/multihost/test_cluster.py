@@ -106,3 +106,28 @@ def test_a_failing_body_still_tears_down(leftovers_removed):
             raise RuntimeError("test body failed")
     assert owned_netns(PREFIX) == [] and owned_links(PREFIX) == []
     assert not Path(f"/tmp/{PREFIX}").exists()
+
+
+KILLED = f"""
+import time
+from llmd_ray.cluster import Cluster, ClusterConfig
+c = Cluster(ClusterConfig(prefix="{PREFIX}", subnet="{SUBNET}", workers=1, dashboard=False))
+c.install_cleanup()
+c.up()
+print("up", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_terminated_test_process_tears_down(leftovers_removed):
+    """SIGTERM (a CI timeout, a cancelled job) to the process that made the cluster: its handler removes it."""
+    proc = subprocess.Popen([sys.executable, "-c", KILLED], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        assert len(owned_netns(PREFIX)) == 2
+        proc.terminate()
+        assert proc.wait(timeout=60) == 128 + 15
+    finally:
+        proc.kill()
+    assert owned_netns(PREFIX) == [] and owned_links(PREFIX) == []
+    assert not Path(f"/tmp/{PREFIX}").exists()
