@@ -8,7 +8,12 @@ MODEL_DIR ?= $(HOME)/.cache/llmd_ray/models/tiny-llama
 EXTRAS ?= cpu,bench,test,kuberay
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup model serve test test-unit test-integration clean
+.PHONY: setup model serve test test-unit test-integration clean image image-gpu
+
+# The images the RayService manifests name by default (llmd_ray/kuberay/image.py): llmd-ray:<version>-cpu|-cuda.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= llmd-ray:$(VERSION)-cpu
+IMAGE_GPU ?= llmd-ray:$(VERSION)-cuda
 
 setup: $(STAMP)
 
@@ -29,6 +34,7 @@ $(STAMP): pyproject.toml
 
 model: setup
 	$(BIN)/python -m llmd_ray.engine.tiny --out $(MODEL_DIR)
+	$(BIN)/python -m llmd_ray.engine.tiny --name tiny-llama-b --out $(dir $(MODEL_DIR))tiny-llama-b
 
 serve: model
 	$(BIN)/serve run serve_configs/default.yaml
@@ -41,6 +47,14 @@ test-unit: setup
 
 test-integration: model
 	$(BIN)/python -m pytest tests/integration -q -ra
+
+# No base image is pulled: a Debian root from mmdebstrap, docker/install.sh run in it by buildah, committed to
+# podman's store (see README "The container image"). Needs root and `apt-get install mmdebstrap buildah podman`.
+image:
+	docker/build.sh cpu $(IMAGE)
+
+image-gpu:
+	docker/build.sh gpu $(IMAGE_GPU)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -28,10 +28,10 @@ def header_for(spec_path: Path, serve_config: str) -> str:
             "Do not edit: change the spec or the serve config and re-render (a test fails on drift).")
 
 
-def render_text(spec_path: Path) -> str:
+def render_text(spec_path: Path, image: str | None = None) -> str:
     from llmd_ray.kuberay.render import dump_manifest, render_spec_file
 
-    doc = render_spec_file(spec_path, repo_root=REPO_ROOT)
+    doc = render_spec_file(spec_path, repo_root=REPO_ROOT, image=image)
     return dump_manifest(doc, header_for(spec_path, doc["metadata"]["annotations"]["llmd-ray/serve-config"]))
 
 
@@ -67,7 +67,7 @@ def cmd_render(a: argparse.Namespace) -> int:
     drift = []
     for s in a.specs:
         spec_path = Path(s)
-        text = render_text(spec_path)
+        text = render_text(spec_path, image=a.image)
         target = Path(a.output) if a.output else (Path(a.out_dir) / spec_path.name if a.out_dir else None)
         if a.check:
             if target is None:
@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", help="write the manifest here (one spec)")
     r.add_argument("--out-dir", help="write each manifest as OUT_DIR/<spec file name>")
     r.add_argument("--check", action="store_true", help="write nothing; exit 1 if a written manifest differs")
+    r.add_argument("--image", help="the image every pod runs (overrides the spec's `image`; default: what "
+                                   "`make image-gpu` builds, llmd-ray:<version>-cuda, when a variant has GPUs, "
+                                   "else what `make image` builds, llmd-ray:<version>-cpu)")
     r.set_defaults(fn=cmd_render)
 
     v = sub.add_parser("validate", help="validate manifests against the KubeRay CRDs and serveConfigV2 against Ray Serve")

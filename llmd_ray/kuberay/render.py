@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from llmd_ray.kuberay.groups import WorkerGroup, worker_groups
+from llmd_ray.kuberay.image import default_image
 from llmd_ray.kuberay.serve_config import SERVE_PORT, build_serve_config, dump_serve_config, load_serve_config
 from llmd_ray.kuberay.spec import LABEL_PREFIX, ClusterSpec, load_spec
 
@@ -141,6 +142,8 @@ def render_rayservice(spec: ClusterSpec, serve_cfg: dict[str, Any], serve_config
     """The RayService document (a plain dict) for `spec` and the loaded serve config."""
     serve_v2 = build_serve_config(spec, serve_cfg)
     groups = worker_groups(serve_v2)  # from the variants the app is built from: one model, one source
+    if spec.image is None:  # what `make image-gpu` / `make image` build
+        spec = spec.model_copy(update={"image": default_image(gpu=any(x.gpus_per_pod for x in groups))})
     return {
         "apiVersion": API_VERSION,
         "kind": "RayService",
@@ -169,9 +172,11 @@ def render_rayservice(spec: ClusterSpec, serve_cfg: dict[str, Any], serve_config
     }
 
 
-def render_spec_file(spec_path: str | Path, repo_root: str | Path | None = None) -> dict[str, Any]:
+def render_spec_file(spec_path: str | Path, repo_root: str | Path | None = None, *, image: str | None = None) -> dict[str, Any]:
     """Load a ClusterSpec file and its serve config, and render the RayService."""
     spec, serve_path = load_spec(spec_path)
+    if image:  # --image: the image the pods run
+        spec = spec.model_copy(update={"image": image})
     name = str(serve_path)
     if repo_root is not None:
         try:

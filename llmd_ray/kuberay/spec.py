@@ -9,7 +9,7 @@ bounds and each variant's ``pod``::
 
     name: llama-pd
     namespace: llm
-    image: registry.example.com/llmd-ray:0.1.0-cuda
+    image: llmd-ray:0.1.0-cuda   # optional: by default what `make image-gpu` builds (`make image`: -cpu)
     serve_config: ../../serve_configs/pd.yaml   # relative to this file
     model: {name: meta-llama/Llama-3.1-8B-Instruct,
             pvc: {claim_name: llama-weights, path: Llama-3.1-8B-Instruct}}
@@ -142,7 +142,9 @@ class ClusterSpec(_Model):
 
     name: str = Field(description="RayService name (DNS-1123 label, at most 40 characters).")
     namespace: str = Field("default", description="Namespace of the RayService.")
-    image: str = Field(description="Container image with llmd-ray, Ray and vLLM installed (see kuberay/Dockerfile).")
+    image: str | None = Field(None, description="Container image with llmd-ray, Ray and vLLM installed; None: what "
+                              "`make image-gpu` builds (llmd-ray:<version>-cuda) when a variant has GPUs, else what "
+                              "`make image` builds (llmd-ray:<version>-cpu); see docker/.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent", description="imagePullPolicy of every container.")
     ray_version: str = Field("2.60.0", description="Ray version inside the image (RayCluster rayVersion).")
     serve_config: str = Field(description="The Serve config `serve run` uses, relative to this spec file: serveConfigV2 "
