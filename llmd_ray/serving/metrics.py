@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmd_ray.observability.zero import declare
+
 # vLLM's name -> (kind, description, buckets)
 _LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0]
 _ITL_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5]
@@ -52,6 +54,8 @@ class EngineMetrics:
                 m = metrics.Histogram(ray_name(name), description=desc, boundaries=buckets, tag_keys=tags)
             m.set_default_tags({"model_name": model_name})
             self._m[name] = m
+            if kind == "counter" and name != "vllm:request_success":
+                declare(m, [{}])  # exported at 0 from the start (a preemption may never happen)
 
     def observe(self, scheduler_stats: Any, iteration_stats: Any) -> None:
         """A StepObserver for :class:`llmd_ray.engine.Engine`."""

@@ -21,10 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from llmd_ray.engine.types import GenerateChunk
+from llmd_ray.observability.zero import declare
 
 from llmd_ray.serving.flow_control import FlowObserver
 from llmd_ray.topology.qos import QoSClass
 
+REJECT_REASONS = ("saturated", "queue_timeout", "queue_full", "rate_limited")
 _WAIT = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0]
 _LAT = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0]
 _ITL = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1.0, 2.5]
@@ -56,6 +58,11 @@ class QoSMetrics(FlowObserver):
         self.saturated = metrics.Gauge("llmd_flow_saturated", description="1 when no replica has headroom.", tag_keys=("model_name",))
         for g in (self.inflight, self.saturated):
             g.set_default_tags({"model_name": model_name})
+        # Rare events are exported at 0 from the start, per class.
+        declare(self.rejected_total, [{"qos_class": q, "reason": r} for q in self.classes for r in REJECT_REASONS])
+        declare(self.objective, [{"qos_class": q, "objective": o, "met": m} for q, c in self.classes.items()
+                                 for o, goal in (("ttft", c.ttft_objective_s), ("itl", c.itl_objective_s))
+                                 if goal is not None for m in ("true", "false")])
 
     # FlowObserver
     def queued(self, qos: str) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmd_ray.observability.zero import declare
+
 COUNTERS = {
     "hit_blocks": "Blocks after the engine's prefix hit loaded from a KV tier.",
     "miss_blocks": "Blocks after the engine's prefix hit no KV tier held.",
@@ -68,4 +70,6 @@ class TierMetrics:
             delta = v - self._last.get((name, tier), 0)
             if delta > 0:
                 self._counters[name].inc(delta, tags=tags)
+            elif (name, tier) not in self._last:
+                declare(self._counters[name], [tags])  # exported at 0 until the first event
             self._last[(name, tier)] = v
