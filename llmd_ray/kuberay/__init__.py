@@ -10,8 +10,10 @@ applied and watched with the official `kubernetes` client.
 - :mod:`.structural`: the KubeRay CRDs' structural schema, shipped as package data
   (``schemas/kuberay-crds.json``), so validation needs no CRD files;
 - :mod:`.client` / :mod:`.status`: server-side apply, status, wait, delete;
+- :mod:`.upgrade_strategy` / :mod:`.upgrade` / :mod:`.upgrade_follow` / :mod:`.rollout`: ``spec.upgradeStrategy``,
+  and ``upgrade``: the JSON Patch to a new version, then the rollout followed to the new cluster;
 - :mod:`.apiserver`: a local etcd + kube-apiserver for tests;
-- ``python -m llmd_ray.kuberay {render,validate,apply,status,wait,delete,schema}``.
+- ``python -m llmd_ray.kuberay {render,validate,apply,upgrade,status,wait,delete,schema}``.
 
 Importing this package loads neither Ray nor the `kubernetes` client.
 """

@@ -1,7 +1,7 @@
-"""``python -m llmd_ray.kuberay {render,validate,apply,status,wait,delete,schema}``.
+"""``python -m llmd_ray.kuberay {render,validate,apply,upgrade,status,wait,delete,schema}``.
 
 Exit codes: 0 success; 1 invalid manifests, drift (``render --check``, ``schema --check``), not
-Ready in time (``wait``); 2 usage, configuration or API errors.
+Ready in time (``wait``), an upgrade that failed or did not finish in time; 2 usage, configuration or API errors.
 """
 
 from __future__ import annotations
@@ -28,11 +28,14 @@ def header_for(spec_path: Path, serve_config: str) -> str:
             "Do not edit: change the spec or the serve config and re-render (a test fails on drift).")
 
 
-def render_text(spec_path: Path, image: str | None = None) -> str:
+def render_text(spec_path: Path, gateway_class: str | None = None, image: str | None = None) -> str:
     from llmd_ray.kuberay.render import dump_manifest, render_spec_file
 
-    doc = render_spec_file(spec_path, repo_root=REPO_ROOT, image=image)
-    return dump_manifest(doc, header_for(spec_path, doc["metadata"]["annotations"]["llmd-ray/serve-config"]))
+    doc = render_spec_file(spec_path, repo_root=REPO_ROOT, gateway_class=gateway_class, image=image)
+    header = header_for(spec_path, doc["metadata"]["annotations"]["llmd-ray/serve-config"])
+    if gateway_class:
+        header = header.replace("` from", f" --gateway-class {gateway_class}` from", 1)
+    return dump_manifest(doc, header)
 
 
 def load_documents(path: str) -> list[tuple[str, Any]]:
@@ -67,7 +70,7 @@ def cmd_render(a: argparse.Namespace) -> int:
     drift = []
     for s in a.specs:
         spec_path = Path(s)
-        text = render_text(spec_path, image=a.image)
+        text = render_text(spec_path, a.gateway_class, image=a.image)
         target = Path(a.output) if a.output else (Path(a.out_dir) / spec_path.name if a.out_dir else None)
         if a.check:
             if target is None:
@@ -207,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--image", help="the image every pod runs (overrides the spec's `image`; default: what "
                                    "`make image-gpu` builds, llmd-ray:<version>-cuda, when a variant has GPUs, "
                                    "else what `make image` builds, llmd-ray:<version>-cpu)")
+    r.add_argument("--gateway-class", help="upgrade incrementally through this Gateway API GatewayClass "
+                                           "(NewClusterWithIncrementalUpgrade; overrides the spec's upgrade.gateway_class)")
     r.set_defaults(fn=cmd_render)
 
     v = sub.add_parser("validate", help="validate manifests against the KubeRay CRDs and serveConfigV2 against Ray Serve")
@@ -225,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--crds", help="directory of CRD YAML files for local validation (default: as for validate)")
     cluster_args(ap)
     ap.set_defaults(fn=cmd_apply)
+
+    from llmd_ray.kuberay.rollout import add_parser as add_upgrade_parser
+
+    add_upgrade_parser(sub, cluster_args)
 
     sc = sub.add_parser("schema", help="derive the structural schema this package ships from KubeRay CRD files")
     sc.add_argument("--crds", required=True, help="directory of the KubeRay CRD YAML files (e.g. ../shared/kuberay-crds)")

@@ -13,6 +13,8 @@
   pods of the right group.
 - ``serveConfigV2`` from the serve config (see serve_config.py).
 - ``rayStartParams`` values are strings, as the CRD requires.
+- ``upgradeStrategy``: ``NewClusterWithIncrementalUpgrade`` through the spec's gateway class, else
+  ``NewCluster``; the old cluster stays ``rayClusterDeletionDelaySeconds`` (see upgrade_strategy.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from llmd_ray.kuberay.groups import WorkerGroup, worker_groups
 from llmd_ray.kuberay.image import default_image
 from llmd_ray.kuberay.serve_config import SERVE_PORT, build_serve_config, dump_serve_config, load_serve_config
 from llmd_ray.kuberay.spec import LABEL_PREFIX, ClusterSpec, load_spec
+from llmd_ray.kuberay.upgrade_strategy import render_upgrade_strategy
 
 API_VERSION = "ray.io/v1"
 METRICS_PORT = 8080
@@ -154,6 +157,8 @@ def render_rayservice(spec: ClusterSpec, serve_cfg: dict[str, Any], serve_config
             "annotations": {f"{LABEL_PREFIX}/serve-config": serve_config_name},
         },
         "spec": {
+            "upgradeStrategy": render_upgrade_strategy(spec.upgrade),
+            "rayClusterDeletionDelaySeconds": spec.upgrade.cluster_deletion_delay_s,
             "serveConfigV2": dump_serve_config(serve_v2),
             "rayClusterConfig": {
                 "rayVersion": spec.ray_version,
@@ -172,11 +177,17 @@ def render_rayservice(spec: ClusterSpec, serve_cfg: dict[str, Any], serve_config
     }
 
 
-def render_spec_file(spec_path: str | Path, repo_root: str | Path | None = None, *, image: str | None = None) -> dict[str, Any]:
-    """Load a ClusterSpec file and its serve config, and render the RayService."""
+def render_spec_file(spec_path: str | Path, repo_root: str | Path | None = None, *,
+                     gateway_class: str | None = None, image: str | None = None) -> dict[str, Any]:
+    """Load a ClusterSpec file and its serve config, and render the RayService.
+
+    `gateway_class` overrides the spec's ``upgrade.gateway_class`` (incremental upgrades through that GatewayClass).
+    """
     spec, serve_path = load_spec(spec_path)
     if image:  # --image: the image the pods run
         spec = spec.model_copy(update={"image": image})
+    if gateway_class:
+        spec = spec.model_copy(update={"upgrade": spec.upgrade.model_copy(update={"gateway_class": gateway_class})})
     name = str(serve_path)
     if repo_root is not None:
         try:

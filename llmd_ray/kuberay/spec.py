@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmd_ray.errors import ConfigError
+from llmd_ray.kuberay.upgrade_strategy import UpgradeSpec
 from llmd_ray.topology.pod import PodResources, Toleration, quantity
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -159,6 +160,8 @@ class ClusterSpec(_Model):
     head: HeadSpec = Field(default_factory=HeadSpec, description="The Ray head pod.")
     workers: WorkersSpec = Field(default_factory=WorkersSpec, description="What every worker group shares.")
     autoscaler: AutoscalerSpec = Field(default_factory=AutoscalerSpec, description="The in-tree Ray autoscaler (v2).")
+    upgrade: UpgradeSpec = Field(default_factory=UpgradeSpec, description="How a new version is rolled out "
+                                 "(upgradeStrategy: incremental through a Gateway with gateway_class, else NewCluster).")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables of every Ray container.")
     labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on the RayService and its pods.")
 

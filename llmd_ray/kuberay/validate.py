@@ -12,6 +12,8 @@ serveConfigV2 is an opaque string to the CRD, so it gets checks of its own:
    by a worker group whose pods have the GPUs for the replicas they hold and
    enough room for the deployment's most replicas;
 5. llmd-ray applications carry PYTHONHASHSEED in ``runtime_env.env_vars``.
+
+``spec.upgradeStrategy`` gets KubeRay's own rules (upgrade_strategy.check_upgrade_strategy).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import yaml
 from llmd_ray.kuberay.crd import CRDRegistry, format_path
 from llmd_ray.kuberay.serve_config import PD_MOVED, REMOVED_BUILDERS
 from llmd_ray.kuberay.spec import RESOURCE_PREFIX
+from llmd_ray.kuberay.upgrade_strategy import check_upgrade_strategy
 from llmd_ray.kuberay.wiring import Request, deployment_requests
 
 # import_path -> "module:Model" of its args. Only these builders' args are checked.
@@ -58,6 +61,8 @@ def validate_document(doc: Any, registry: CRDRegistry, *, serve_schema: bool = T
     problems = [Problem(e.path, e.message) for e in schema.validate(doc)]
     if kind == "RayService":
         spec = doc.get("spec") or {}
+        if isinstance(spec, dict):  # what the operator's ValidateRayServiceSpec refuses and the schema lets through
+            problems += [Problem(path, msg, sev) for path, msg, sev in check_upgrade_strategy(spec)]
         text = spec.get("serveConfigV2")
         if isinstance(text, str):
             groups = ((spec.get("rayClusterConfig") or {}).get("workerGroupSpecs")) or []
