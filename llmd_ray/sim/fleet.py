@@ -33,6 +33,7 @@ from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.scheduler import Scheduler
 from llmd_ray.routing.table import EndpointTable
 from llmd_ray.routing.types import Endpoint, RoutingRequest
+from llmd_ray.sim.fastroute import FastRouter
 from llmd_ray.sim.replica import SimReplica, SimRequest
 from llmd_ray.sim.workload import SimJob, block_hashes, SynthText
 
@@ -64,7 +65,7 @@ class Simulator:
                  router_config: dict | str | None = None, candidates: int | None = None, block_size: int = 16,
                  stats_period_s: float = 0.5, seed: int = 0, policy=None, tick_s: float = 1.0,
                  startup_s: float | None = None, instant_start: bool = True, router: str = "llmd",
-                 table_routing: bool = True):
+                 table_routing: bool = True, fast_routing: bool = True):
         self.config = config
         self.classes = config.classes
         self.variants = {v.name: v for v in config.variants}
@@ -77,6 +78,7 @@ class Simulator:
             raise ValueError(f"router: 'llmd' (the plugin Scheduler) or 'pow2' (Ray's default), not {router!r}")
         self.router = router
         self.table_routing = table_routing  # False: the Scheduler's per-endpoint list path (same decisions, slower)
+        self.fast_routing = fast_routing and table_routing  # FastRouter over the whole table (same decisions)
         self.stats_period_s = stats_period_s
         self.rng = random.Random(seed)
         self.policy = policy
@@ -94,6 +96,7 @@ class Simulator:
         # One Scheduler per variant: the pool of replicas a router would see for that deployment.
         self.schedulers = {v: Scheduler.from_config(router_config, clock=lambda: self.now, seed=seed)
                            for v in self.variants}
+        self.fast = {v: FastRouter(s) for v, s in self.schedulers.items()}
         self.done: list[SimRequest] = []
         self.scale_events: list[ScaleEvent] = []
         self.timeline: list[tuple[float, dict[str, int]]] = []
@@ -253,10 +256,17 @@ class Simulator:
             self._deliver(req, (a if a.in_flight <= b.in_flight else b).id)
             return
         sched = self.schedulers[variant]
-        rr = RoutingRequest(str(req.id), _Len(req.input_tokens), self.block_size, req.session_id, None, list(req.hashes))
+        rr = RoutingRequest(str(req.id), _Len(req.input_tokens), self.block_size, req.session_id,
+                            _block_hashes=list(req.hashes))
         if self.candidates and len(eps) > self.candidates:
             eps = self._candidates(sched, rr, eps)
         self.routing_calls += 1
+        fast = self.fast[variant]
+        if self.fast_routing and fast.supported and isinstance(eps, EndpointTable):
+            target = fast.schedule(rr, eps) or eps[0].id
+            fast.on_routed(rr, target)
+            self._deliver(req, target)
+            return
         result = sched.schedule(rr, eps if self.table_routing or not isinstance(eps, EndpointTable) else list(eps))
         target = result.target or eps[0].id
         sched.on_routed(rr, target)
