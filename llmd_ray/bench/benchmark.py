@@ -21,11 +21,12 @@ import httpx
 import numpy as np
 
 from llmd_ray.workloads.arrivals import schedule
-from llmd_ray.workloads.jobs import build_jobs, warmup_jobs
+from llmd_ray.workloads.jobs import build_jobs, warmup_jobs, zipf_weights
 from llmd_ray.workloads.spec import MultiTurnWorkload, default_count
 
 from .config import BenchConfig
 from .hostload import HostProbe, phase_load
+from .proctree import client_priority
 from .metrics import per_stage, summarize
 from .prompts import PromptBuilder, default_tokenizer_path, load_tokenizer
 from .report import environment_info, write_result
@@ -112,6 +113,17 @@ def _warnings(cfg: BenchConfig, result: BenchResult, records) -> list[str]:
     return w
 
 
+def assign_models(jobs: list, models: list[str] | None, popularity: str, zipf_exponent: float, seed: int) -> None:
+    """Give each job a ``model`` (``job.meta``) drawn from ``models``, seeded; None: leave the run's model."""
+    if not models:
+        return
+    import numpy as np
+
+    p = zipf_weights(len(models), zipf_exponent) if popularity == "zipf" else np.full(len(models), 1 / len(models))
+    for job, k in zip(jobs, np.random.default_rng([seed, 7]).choice(len(models), size=len(jobs), p=p)):
+        job.meta["model"] = models[int(k)]
+
+
 async def run_benchmark(cfg: BenchConfig, req: RunRequest) -> BenchResult:
     builder = await asyncio.to_thread(prompt_builder, cfg)
     warnings = await check_endpoint(req.base_url, cfg.model)
@@ -119,6 +131,7 @@ async def run_benchmark(cfg: BenchConfig, req: RunRequest) -> BenchResult:
     jobs = await asyncio.to_thread(build_jobs, cfg.workload, len(arrivals), builder, cfg.seed, req.salt)
     for job, a in zip(jobs, arrivals):
         job.arrival_s, job.stage = a.t, a.stage
+    assign_models(jobs, cfg.models, cfg.model_popularity, cfg.model_zipf_exponent, cfg.seed)
     opts = RunOptions(base_url=req.base_url, model=cfg.model, max_concurrency=cfg.load.max_concurrency,
                       ignore_eos=cfg.ignore_eos, temperature=cfg.temperature, extra_body=cfg.extra_body,
                       timeout_s=cfg.timeout_s, progress=req.progress, label=req.label or cfg.name)
@@ -134,8 +147,10 @@ async def run_benchmark(cfg: BenchConfig, req: RunRequest) -> BenchResult:
         poller.start()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     probe = HostProbe.start()
-    out = await runner.run(jobs)
+    with client_priority() as prio:  # the client's sends are not queued behind the engines on a small host
+        out = await runner.run(jobs)
     host_load = probe.finish([r.dispatch_lag_ms for r in out.records if r.error != "session aborted"])
+    host_load.client_priority_raised = prio.raised
     cpu_util = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
     timeline = None
     if poller:

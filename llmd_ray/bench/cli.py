@@ -125,8 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rotate", action="store_true",
                    help="rotate the order every round (A B, B A, ...; A B C, B C A, C A B) so no system always runs first")
     v = r.add_argument_group("compare validity (a comparison breaking one is marked invalid; see bench/README.md)")
+    v.add_argument("--max-foreign-cores", type=float, default=0.3,
+                   help="a phase during which processes outside the benchmark (harness + systems it started) kept "
+                        "more than this many cores busy (default 0.3)")
     v.add_argument("--max-load-per-core", type=float, default=1.0,
-                   help="a phase's 1-min load average above this x cores (default 1.0)")
+                   help="fallback without /proc: a phase's 1-min load average above this x cores (default 1.0)")
     v.add_argument("--load-ratio", type=float, default=1.5, help="phases' load max/min above this ... (default 1.5)")
     v.add_argument("--load-abs", type=float, default=0.5, help="... and max - min above this (default 0.5)")
     v.add_argument("--max-send-lag-ms", type=float, default=50.0,

@@ -81,5 +81,6 @@ def config_from_args(a: argparse.Namespace) -> BenchConfig:
 
 def thresholds_from_args(a: argparse.Namespace) -> ValidityThresholds:
     """The compare validity limits from `--max-load-per-core`, `--load-ratio`, `--load-abs`, `--max-send-lag-ms`."""
-    return ValidityThresholds(max_load_per_core=a.max_load_per_core, load_ratio=a.load_ratio, load_abs=a.load_abs,
+    return ValidityThresholds(max_foreign_cores=a.max_foreign_cores, max_load_per_core=a.max_load_per_core,
+                              load_ratio=a.load_ratio, load_abs=a.load_abs,
                               max_send_lag_p99_ms=a.max_send_lag_ms)

@@ -6,13 +6,17 @@ process's CPU time before and after a phase; `finish()` returns a `HostLoad`
 `check_validity` turns the phases' HostLoad records into a verdict: a
 comparison is invalid when
 
-  * a phase's load (mean of the 1-min load average before and after it)
-    exceeded `max_load_per_core` x the core count: the machine was
-    oversubscribed, so latencies measure the queue for a CPU;
-  * the phases ran under different load: max/min of the phases' load
-    > `load_ratio` AND max - min > `load_abs` (both must hold, so an idle
-    machine's 0.05 vs 0.2 is not flagged); one side was measured on a
-    busier machine than the other;
+  * processes outside the benchmark (anything that is not the harness or a
+    descendant of it: the systems under test are its children) kept more
+    than `max_foreign_cores` cores busy during a phase: the machine was
+    running something else, so latencies measure that contention;
+  * where that figure is unavailable (no /proc), the old load-average
+    rules: a phase's load (mean of the 1-min load average before and after
+    it) above `max_load_per_core` x the core count, or phases' loads apart
+    by more than `load_ratio` AND `load_abs`. The load average counts the
+    servers under test too, so on a small host a system that is busy by
+    itself (two engines on two cores) crosses it with nothing else running;
+    it is recorded for every phase but judged only as that fallback;
   * the harness sent requests late: a phase's send lag p99 (ready-to-send
     minus scheduled arrival, concurrency waits excluded) > `max_send_lag_p99_ms`.
 
@@ -28,6 +32,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from .proctree import tree_cpu_seconds
 from .schema import HostLoad, PhaseLoad, ValidityThresholds
 
 
@@ -65,10 +70,11 @@ class HostProbe:
     stat_before: tuple[int, int] | None
     cpu_before: float
     wall_before: float
+    tree_before: float | None = None
 
     @classmethod
     def start(cls) -> HostProbe:
-        return cls(loadavg_1m(), proc_stat_jiffies(), time.process_time(), time.perf_counter())
+        return cls(loadavg_1m(), proc_stat_jiffies(), time.process_time(), time.perf_counter(), tree_cpu_seconds())
 
     def finish(self, send_lag_ms: list[float]) -> HostLoad:
         wall = max(time.perf_counter() - self.wall_before, 1e-9)
@@ -78,10 +84,14 @@ class HostProbe:
         if self.stat_before is not None and stat is not None and stat[1] > self.stat_before[1]:
             busy = (stat[0] - self.stat_before[0]) / (stat[1] - self.stat_before[1])
         lag = sorted(send_lag_ms)
+        tree_after = tree_cpu_seconds()
+        tree = None if tree_after is None or self.tree_before is None else max(0.0, tree_after - self.tree_before) / wall
         return HostLoad(
             cpu_count=n, loadavg_1m_before=self.load_before, loadavg_1m_after=loadavg_1m(), wall_s=wall,
             host_busy_fraction=busy, harness_cpu_cores=own,
             other_busy_cores=max(0.0, busy * n - own) if busy is not None else None,
+            benchmark_cpu_cores=tree,
+            foreign_busy_cores=max(0.0, busy * n - tree) if busy is not None and tree is not None else None,
             send_lag_p50_ms=_pct(lag, 50), send_lag_p99_ms=_pct(lag, 99), send_lag_max_ms=lag[-1] if lag else None,
         )
 
@@ -109,7 +119,11 @@ def check_validity(phases: list[PhaseLoad], th: ValidityThresholds) -> list[str]
     for p in phases:
         if p.host is None:
             continue
-        load = phase_load(p.host)
+        foreign = p.host.foreign_busy_cores
+        if foreign is not None and foreign > th.max_foreign_cores:
+            reasons.append(f"{p.phase}: processes outside the benchmark kept {foreign:.2f} cores busy (limit "
+                           f"{th.max_foreign_cores:g}): the host was running something else")
+        load = phase_load(p.host) if foreign is None else None
         if load is not None:
             loads.append((p.phase, load))
             limit = th.max_load_per_core * p.host.cpu_count
@@ -151,5 +165,5 @@ def load_lines(loads: list[PhaseLoad]) -> list[str]:
             continue
         lag = "/".join(_f(x, "{:.1f}") for x in (h.send_lag_p50_ms, h.send_lag_p99_ms, h.send_lag_max_ms))
         out.append(f"  load {p.phase:<18} {_f(h.loadavg_1m_before)} -> {_f(h.loadavg_1m_after)} on {h.cpu_count} cores, "
-                   f"others {_f(h.other_busy_cores)} cores busy; send lag p50/p99/max {lag} ms")
+                   f"benchmark {_f(h.benchmark_cpu_cores)} cores, outside it {_f(h.foreign_busy_cores)}; send lag p50/p99/max {lag} ms")
     return out

@@ -141,6 +141,8 @@ class ServerTimeline(_Model):
     kv_usage: list[float | None] = Field(default_factory=list, description=(
         "Mean over replicas of *vllm:kv_cache_usage_perc (0-1)."
     ))
+    lora_loads: list[float | None] = Field(default_factory=list, description=(
+        "Sum over replicas of llmd_lora_loads_total (LoRA adapter loads since each replica started)."))
     per_replica: dict[str, dict[str, list[float | None]]] = Field(default_factory=dict, description=(
         "metric -> series labels -> values."
     ))
@@ -162,6 +164,16 @@ class HostLoad(_Model):
     other_busy_cores: float | None = Field(None, description=(
         "host_busy_fraction x cpu_count - harness_cpu_cores: cores kept busy by every other process "
         "(the servers under test included)."
+    ))
+    benchmark_cpu_cores: float | None = Field(None, description=(
+        "CPU seconds / wall seconds of this process and all its descendants (the harness and the systems under "
+        "test it started); None without /proc."
+    ))
+    foreign_busy_cores: float | None = Field(None, description=(
+        "host_busy_fraction x cpu_count - benchmark_cpu_cores: cores kept busy by processes outside the benchmark."
+    ))
+    client_priority_raised: bool | None = Field(None, description=(
+        "Whether the client's event loop ran at a raised priority (nice -10) during the phase."
     ))
     send_lag_p50_ms: float | None = Field(None, description=(
         "Harness lag, p50 over requests: ready-to-send time minus scheduled arrival (concurrency waits excluded)."
@@ -203,7 +215,10 @@ class RatioStat(_Model):
 class ValidityThresholds(_Model):
     """When a comparison is marked invalid (see llmd_ray.bench.hostload.check_validity)."""
 
-    max_load_per_core: float = Field(1.0, description="A phase's mean 1-min load average above this x cores: invalid.")
+    max_foreign_cores: float = Field(0.3, description=(
+        "A phase during which processes outside the benchmark kept more than this many cores busy: invalid."))
+    max_load_per_core: float = Field(1.0, description=(
+        "Fallback without /proc: a phase's mean 1-min load average above this x cores: invalid."))
     load_ratio: float = Field(1.5, description="Phases' load max/min above this (and load_abs exceeded): invalid.")
     load_abs: float = Field(0.5, description="Phases' load max - min above this (and load_ratio exceeded): invalid.")
     max_send_lag_p99_ms: float = Field(50.0, description="A phase's harness send lag p99 above this: invalid.")

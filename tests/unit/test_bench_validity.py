@@ -1,6 +1,7 @@
 """Measurement discipline of compares: interleaving, median ratios, host load records, validity verdicts."""
 
 import asyncio
+import os
 import json
 import threading
 
@@ -159,3 +160,59 @@ def test_compare_breaking_a_threshold_is_invalid(tok, fake_url, tmp_path, capsys
     assert any("harness send lag p99" in r for r in cmp["invalid_reasons"])
     out = capsys.readouterr().out
     assert "INVALID COMPARISON" in out and "[INVALID]" in out
+
+
+def _f(foreign, before=4.0, after=4.5, lag_p99=1.0):
+    """A phase on a busy 2-core host (the systems under test alone push the load average above 2)."""
+    return HostLoad(cpu_count=2, loadavg_1m_before=before, loadavg_1m_after=after, wall_s=10.0, harness_cpu_cores=0.1,
+                    benchmark_cpu_cores=1.8, foreign_busy_cores=foreign, send_lag_p50_ms=0.5, send_lag_p99_ms=lag_p99,
+                    send_lag_max_ms=lag_p99)
+
+
+@pytest.mark.parametrize("phases, expect", [
+    (_phases(_f(0.05), _f(0.1, before=2.5, after=2.6)), []),  # load averages above 2 and apart: the systems' own
+    (_phases(_f(0.05), _f(0.8)), ["B_phase0: processes outside the benchmark kept 0.80 cores busy"]),
+    (_phases(_f(0.0), _f(0.0, lag_p99=90.0)), ["B_phase0: harness send lag p99 90 ms above 50 ms"]),
+    (_phases(_f(0.0), _h(3.0, 3.0)), ["B_phase0: load average 3.00 above 2"]),  # no /proc figure: the fallback
+])
+def test_foreign_load_rules(phases, expect):
+    reasons = check_validity(phases, TH)
+    assert len(reasons) == len(expect), reasons
+    for got, want in zip(reasons, expect):
+        assert got.startswith(want), (got, want)
+
+
+def test_tree_cpu_counts_children_but_not_strangers(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from llmd_ray.bench.proctree import tree_cpu_seconds
+
+    done = tmp_path / "done"
+    burn = tmp_path / "burn.py"
+    burn.write_text(f"import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6:\n    pass\n"
+                    f"open({str(done)!r}, 'w').close()\n")
+    t0 = tree_cpu_seconds()
+    subprocess.run([sys.executable, str(burn)], check=True)  # a child, reaped: counted through cutime
+    t1 = tree_cpu_seconds()
+    assert t0 is not None and t1 - t0 >= 0.5
+    done.unlink()
+    # a stranger: started in the background by a shell that exits, so it is re-parented away from this process
+    subprocess.run(["sh", "-c", f"{sys.executable} {burn} >/dev/null 2>&1 &"], check=True)
+    t2 = tree_cpu_seconds()
+    deadline = time.monotonic() + 20
+    while not done.exists():
+        assert time.monotonic() < deadline, "the stranger never finished"
+        time.sleep(0.05)
+    assert tree_cpu_seconds() - t2 < 0.3  # its 0.6 s are not ours
+
+
+def test_client_priority_is_raised_and_restored():
+    from llmd_ray.bench.proctree import client_priority
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    with client_priority(5) as p:
+        if p.raised:
+            assert os.getpriority(os.PRIO_PROCESS, 0) == before - 5
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
