@@ -94,3 +94,31 @@ def test_eviction_drops_holder_entries():
 def test_bad_default_capacity():
     with pytest.raises(ValueError):
         ApproximatePrefixIndex(default_capacity=0)
+
+
+def test_match_equals_a_per_endpoint_scan_with_many_endpoints_and_reused_slots():
+    import random
+
+    rng = random.Random(4)
+    ix = ApproximatePrefixIndex(default_capacity=30)
+    prefixes = [[(g, b) for b in range(12)] for g in range(10)]
+    live: set[str] = set()
+    for step in range(3000):
+        ep = f"e{rng.randrange(200)}"  # > 64 endpoints: masks span several machine words
+        if rng.random() < 0.02:
+            ix.remove_endpoint(ep)  # its slot is reused by the next new endpoint
+            live.discard(ep)
+            continue
+        ix.record(ep, prefixes[rng.randrange(10)][: rng.randrange(1, 13)])
+        live.add(ep)
+        if step % 50 == 0:
+            query = prefixes[rng.randrange(10)]
+            expected = {}
+            for e in live:
+                held, n = set(ix.lru_order(e)), 0
+                while n < len(query) and query[n] in held:
+                    n += 1
+                if n:
+                    expected[e] = n
+            assert ix.match(query) == expected
+    assert sorted(ix.endpoints()) == sorted(live)
