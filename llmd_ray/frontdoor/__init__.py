@@ -12,6 +12,7 @@ Architecture (issue 14)::
              -> RemoteEngineClient.generate       engine_client.py (vLLM's EngineClient protocol)
                   GenerateRequest{token ids, session id; sampling.vllm = SamplingParams + generate kwargs}
                   -> backend: router -> engine replica (variants, retries before the first token)
+                     replica dead mid-stream: re-sent with the tokens streamed   migrating.py, migration.py
                   <- GenerateChunk.output = vLLM RequestOutput (deltas), prompt restored here
       <- vLLM's response body / SSE events, errors rewritten in llmd-ray's shape (errors.py)
 

@@ -70,6 +70,10 @@ class IngressConfig(BaseModel):
     max_prompt_tokens: int | None = Field(
         default=None, ge=1, description="Longest prompt accepted, in tokens; None means the model's context."
     )
+    max_stream_migrations: int = Field(
+        default=3, ge=0, description="How often one stream may move to another replica when its replica dies "
+        "mid-stream (it goes on from the tokens streamed); past that, or 0, the stream ends with an error event.",
+    )
     flow_control: FlowControlConfig = Field(
         default_factory=FlowControlConfig, description="Admission gate: priority queue, saturation, shedding."
     )

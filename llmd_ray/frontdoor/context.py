@@ -26,6 +26,7 @@ class RequestContext:
     prompt_param: str = "prompt"  # the request field a prompt-length error names
     max_prompt_tokens: int | None = None
     max_tokens_cap: int | None = None
+    max_migrations: int = 3  # a stream's moves to another replica when its replica dies (IngressConfig)
     replica: str | None = None
     request_id: str | None = None
     streams: list[Any] = field(default_factory=list)

@@ -5,7 +5,8 @@ request_id, ...)`` with a prompt they have already rendered and tokenized.
 This adapter wraps that call into a :class:`GenerateRequest` (token ids and
 session id on top, for the router; vLLM's params in ``sampling.vllm``), sends
 it through the backend (router -> engine replica, re-sent if the replica dies
-before its first token) and yields the replica's ``RequestOutput`` objects
+before its first token; a stream whose replica dies later moves to another,
+``migrating.py``) and yields the replica's ``RequestOutput`` objects
 with the prompt put back. It is the only place where vLLM's serving layer
 and llmd-ray's request path meet.
 
@@ -27,6 +28,7 @@ from llmd_ray.engine.vllm_call import VllmCall, is_delta
 from llmd_ray.frontdoor.backend import Backend
 from llmd_ray.frontdoor.context import CURRENT, RequestContext
 from llmd_ray.frontdoor.errors import to_vllm_error
+from llmd_ray.frontdoor.migrating import MigratingStream
 
 
 class RemoteEngineClient(EngineClient):
@@ -69,7 +71,8 @@ class RemoteEngineClient(EngineClient):
         return self._outputs(ctx, request, prompt.get("prompt"))
 
     async def _outputs(self, ctx: RequestContext, request: GenerateRequest, prompt_text: str | None):
-        stream = self.backend.stream(request)
+        stream = self.backend.stream(request) if not request.stream else \
+            MigratingStream(self.backend, request, ctx.max_migrations, self.renderer.get_tokenizer)  # mid-stream death
         ctx.streams.append(stream)
         finished = False
         try:

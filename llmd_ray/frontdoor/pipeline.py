@@ -69,6 +69,7 @@ class Pipeline:
             p = self._prepare(kind, body, caller)
             ctx.max_prompt_tokens = self.config.max_prompt_tokens
             ctx.max_tokens_cap = self.config.max_tokens_limit
+            ctx.max_migrations = self.config.max_stream_migrations
             permit = await self.admission.acquire(p.qos, p.tenant)
             token = CURRENT.set(ctx)
             try:

@@ -14,7 +14,8 @@ re-sent, to a variant picked afresh:
   would wait in the handle for a cold start.
 
 After the first chunk it is pinned to its replica, and Serve's graceful
-shutdown lets the replica finish it before a scale-down stops it.
+shutdown lets the replica finish it before a scale-down stops it; if the
+replica dies instead, the front door moves the stream (``frontdoor/migrating.py``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Until a replica has streamed the first chunk, nothing has reached the client,
 so a request whose replica (or engine) died can be sent again: the router
 routes it around the dead replica, which Serve has already reported to it.
-After the first chunk a failure is the client's to see (an error event, then a
-closed stream), because tokens have been delivered.
+After the first chunk tokens have been delivered: the front door's
+``MigratingStream`` (``frontdoor/migrating.py``) then re-sends the request with
+those tokens appended to its prompt, and the stream goes on.
 
 ``RetryingStream`` wraps ``handle.options(stream=True).generate.remote(req)``
 and keeps the ``DeploymentResponseGenerator`` surface the ingress uses
