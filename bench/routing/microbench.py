@@ -1,6 +1,11 @@
 """Routing decision latency: the default scheduler over 64 fake endpoints and 10k cached prefixes.
 
-    .venv/bin/python bench/routing/microbench.py [--decisions 3000] [--rate 200] [--out PATH]
+    .venv/bin/python bench/routing/microbench.py [--decisions 3000] [--rate 200] [--out PATH] [--predictor]
+
+``--predictor``: the default profile with the ``predicted-latency`` picker in place of
+``max-score``; every decision's stats carry the latency sample of a request routed 16
+decisions before, so each decision also trains that replica's model (written to
+``microbench_predictor.json`` unless ``--out`` is given).
 
 Workload: 1,500-token prompts (block size 128: 11 full blocks). 10,000 prompts
 are recorded in the approximate index first: 200 system prompts (4 blocks)
@@ -33,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+from collections import deque
+
 from llmd_ray.routing import Endpoint, RoutingRequest, Scheduler, default_config
 from llmd_ray.routing.hashing import block_hashes
 from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
@@ -59,18 +66,33 @@ def summary(ns: list[int]) -> dict:
             "max_ms": round(max(ms), 4), "mean_ms": round(statistics.fmean(ms), 4), "n": len(ms)}
 
 
+def predictor_config() -> dict:
+    """The default profile with the predicted-latency picker instead of max-score."""
+    cfg = default_config()
+    cfg["plugins"] = [p for p in cfg["plugins"] if p["type"] != "max-score"] + [{"type": "predicted-latency"}]
+    prof = cfg["schedulingProfiles"][0]
+    prof["plugins"] = [r for r in prof["plugins"] if r["pluginRef"] != "max-score"] + [{"pluginRef": "predicted-latency"}]
+    return cfg
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--decisions", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rate", type=float, default=200.0, help="simulated arrivals/s (drains the router's backlog)")
-    default_out = Path(__file__).resolve().parents[1] / "results" / "routing" / "microbench.json"
-    ap.add_argument("--out", default=str(default_out))
+    ap.add_argument("--predictor", action="store_true", help="predicted-latency picker, trained every decision")
+    results = Path(__file__).resolve().parents[1] / "results" / "routing"
+    ap.add_argument("--out", default=None, help="default: results/routing/microbench[_predictor].json")
     args = ap.parse_args(argv)
+    args.out = args.out or str(results / ("microbench_predictor.json" if args.predictor else "microbench.json"))
     rng = random.Random(args.seed)
 
     clock = FakeClock(time.time())  # simulated time: one arrival every 1/rate s
-    sched = Scheduler.from_config(default_config(), seed=args.seed, clock=clock)
+    sched = Scheduler.from_config(predictor_config() if args.predictor else default_config(), seed=args.seed,
+                                  clock=clock)
+    samples = {}  # endpoint id -> its latest latency samples (--predictor)
+    routed: deque = deque()  # (request id, endpoint id) awaiting their sample
+    seq = 0
     index = sched.plugin_of_type(PrefixCacheScorer).index  # the prefix-cache plugin's approximate index
     ids = [f"replica-{i:02d}" for i in range(N_ENDPOINTS)]
     t0 = time.perf_counter()
@@ -106,6 +128,14 @@ def main(argv=None) -> dict:
         kinds[kind] += 1
         clock.advance(1.0 / args.rate)
         stats = [stats_dict() for _ in ids]
+        if args.predictor:
+            while len(routed) > 16:  # a request routed 16 decisions ago reports its latencies
+                rid, ep = routed.popleft()
+                seq += 1
+                samples.setdefault(ep, deque(maxlen=64)).append([seq, rid, 0.2 + rng.random(), 0.02 + 0.01 * rng.random()])
+            for ep, st in zip(ids, stats):
+                if ep in samples:
+                    st["latency_samples"] = list(samples[ep])
         in_flight = [rng.randrange(0, 8) for _ in ids]
 
         a = time.perf_counter_ns()
@@ -116,6 +146,7 @@ def main(argv=None) -> dict:
         result = sched.schedule(req, eps)
         d, d_cpu = time.perf_counter_ns(), time.thread_time_ns()
         sched.on_routed(req, result.target)
+        routed.append((req.request_id, result.target))
         e = time.perf_counter_ns()
 
         fresh = RoutingRequest(f"h{i}", prompt, BLOCK)
@@ -134,7 +165,8 @@ def main(argv=None) -> dict:
         t_pre_cpu.append(h_cpu - g_cpu)
 
     out = {
-        "benchmark": "routing decision latency (default scheduler)",
+        "benchmark": "routing decision latency (" + ("default profile, predicted-latency picker, trained every "
+                                                      "decision" if args.predictor else "default scheduler") + ")",
         "endpoints": N_ENDPOINTS, "cached_prefixes": len(cached), "prompt_tokens": SYSTEM_TOKENS + USER_TOKENS,
         "block_size": BLOCK, "blocks_per_prompt": (SYSTEM_TOKENS + USER_TOKENS) // BLOCK,
         "index_blocks": sum(index.num_blocks(ep) for ep in ids), "decisions": args.decisions,
@@ -143,6 +175,8 @@ def main(argv=None) -> dict:
         "schedule_cpu": summary(t_sched_cpu), "schedule_prehashed_cpu": summary(t_pre_cpu),
         "endpoints_build": summary(t_eps), "on_routed": summary(t_routed),
         "affinity_outcomes_both_schedules": sched.stats().get("prefix-cache-affinity", {}).get("outcomes"),
+        **({"predictor": {k: v for k, v in sched.stats()["predicted-latency"].items() if k != "coefficients"}}
+           if args.predictor else {}),
         "target_p99_ms": 1.0, "meets_target": pct([x / 1e6 for x in t_sched], 99) <= 1.0,
         "python": sys.version.split()[0], "machine": platform.machine(), "processor": platform.processor(),
         "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -62,8 +62,9 @@ class EngineReplica:
         return {**self.engine.stats().as_dict(), "rank": self.rank, **self.stats_extra()}
 
     def record_routing_stats(self) -> dict:
-        """Read by request routers (``RunningReplica.routing_stats``)."""
-        return self.stats()
+        """Read by request routers (``RunningReplica.routing_stats``), with the latest requests' latencies."""
+        log = getattr(self.engine, "latency", None)  # llmd_ray.engine.latency.LatencyLog; fakes may have none
+        return {**self.stats(), **(log.export() if log is not None else {})}
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Read by autoscaling policies (``AutoscalingContext.raw_metrics``): the engine's load and, where this

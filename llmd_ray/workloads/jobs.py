@@ -138,8 +138,30 @@ def _shared_prefix_jobs(w: SharedPrefixWorkload, n, builder, structure, content)
     return jobs
 
 
+def popularity(kind: str, k: int, zipf_exponent: float, hotspot_fraction: float) -> np.ndarray:
+    """Probability of each of ``k`` items: uniform, Zipf, or one hot item taking ``hotspot_fraction``."""
+    if kind == "zipf":
+        return zipf_weights(k, zipf_exponent)
+    if kind == "hotspot" and k > 1:
+        p = np.full(k, (1.0 - hotspot_fraction) / (k - 1))
+        p[0] = hotspot_fraction
+        return p
+    return np.full(k, 1.0 / k)
+
+
+def session_prompts(w: MultiTurnWorkload, n: int, rng: np.random.Generator) -> list[int]:
+    """The shared system prompt of each of ``n`` sessions (``num_system_prompts`` set)."""
+    k = w.num_system_prompts
+    p = popularity(w.system_prompt_popularity, k, w.zipf_exponent, w.hotspot_fraction)
+    return [int(g) for g in rng.choice(k, size=n, p=p)]
+
+
 def _multi_turn_jobs(w: MultiTurnWorkload, n, builder, structure, content, seed) -> list[Job]:
     jobs = []
+    shared = w.num_system_prompts is not None
+    if shared:  # multi-round QA: sessions share system prompts of uneven popularity
+        groups = session_prompts(w, n, structure)
+        systems = [builder.content(w.system_prompt_length(k), content) for k in range(w.num_system_prompts)]
     for i in range(n):
         t = w.turns_per_session
         qlens = draw_lengths(w.question_len, t, structure)
@@ -148,11 +170,15 @@ def _multi_turn_jobs(w: MultiTurnWorkload, n, builder, structure, content, seed)
             think = np.full(t, w.think_time_s)
         else:
             think = structure.exponential(w.think_time_s, size=t) if w.think_time_s > 0 else np.zeros(t)
-        system = builder.content(w.system_prompt_len, content) if w.system_prompt_len else None
+        if shared:
+            system = systems[groups[i]]
+        else:
+            system = builder.content(w.system_prompt_len, content) if w.system_prompt_len else None
         turns = [Turn(max_tokens=int(o), user_content=builder.content(int(q), content), think_after_s=float(th))
                  for q, o, th in zip(qlens, olens, think)]
         turns[-1].think_after_s = 0.0
-        jobs.append(Job(i, turns, session_id=f"s{seed}-{i:05d}", system_prompt=system))
+        jobs.append(Job(i, turns, group=groups[i] if shared else None, session_id=f"s{seed}-{i:05d}",
+                        system_prompt=system))
     return jobs
 
 

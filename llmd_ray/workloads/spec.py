@@ -86,6 +86,30 @@ class MultiTurnWorkload(StrictModel):
     output_len: LengthDist = Field(default_factory=lambda: LengthDist(mean=64), description="max_tokens per turn.")
     think_time_s: float = Field(1.0, ge=0.0, description="Mean pause after a turn's answer before the next user turn.")
     think_time_distribution: Literal["fixed", "exponential"] = Field("exponential", description="Distribution of think time.")
+    num_system_prompts: int | None = Field(
+        None, ge=1, description="Shared system prompts the sessions draw from (multi-round QA); None: one of its own "
+        "per session (when system_prompt_len > 0).")
+    system_prompt_popularity: Literal["uniform", "zipf", "hotspot"] = Field(
+        "uniform", description="How a session picks its shared system prompt (num_system_prompts set).")
+    zipf_exponent: float = Field(1.1, gt=0.0, description="Zipf exponent s: P(prompt k) ~ 1/k^s (zipf popularity).")
+    hotspot_fraction: float = Field(
+        0.7, gt=0.0, lt=1.0, description="hotspot popularity: share of sessions on prompt 0; the rest uniform.")
+    system_prompt_lens: list[int] | None = Field(
+        None, min_length=1, description="A mix of prefix lengths: shared prompt k has system_prompt_lens[k % len] "
+        "tokens (num_system_prompts set); None: all system_prompt_len.")
+
+    @model_validator(mode="after")
+    def _check_shared(self) -> MultiTurnWorkload:
+        if self.num_system_prompts is not None and not self.system_prompt_len and not self.system_prompt_lens:
+            raise ValueError("num_system_prompts needs system_prompt_len > 0 or system_prompt_lens")
+        if self.system_prompt_lens is not None and (self.num_system_prompts is None or min(self.system_prompt_lens) < 1):
+            raise ValueError("system_prompt_lens needs num_system_prompts and lengths >= 1")
+        return self
+
+    def system_prompt_length(self, k: int) -> int:
+        """Tokens of shared system prompt ``k``."""
+        lens = self.system_prompt_lens
+        return lens[k % len(lens)] if lens else self.system_prompt_len
 
 
 Workload = Annotated[
