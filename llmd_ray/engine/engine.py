@@ -20,6 +20,7 @@ from typing import Any
 from llmd_ray.engine import lifeline
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.cpu import allowed_cpus, cpu_bind_value
+from llmd_ray.engine.latency import LatencyLog, timed
 from llmd_ray.engine.stats import EngineStats, StatsRecorder
 from llmd_ray.engine import vllm_call
 from llmd_ray.engine.models import resolve_model
@@ -52,6 +53,7 @@ class Engine:
         self.num_blocks: int = cache.num_gpu_blocks or 0
         self.max_model_len: int = llm.vllm_config.model_config.max_model_len
         self._recorder = StatsRecorder(self.block_size, self.num_blocks)
+        self.latency = LatencyLog()  # per-request TTFT/TPOT for the routers' latency models
         self._observers: list[StepObserver] = []
 
     # ------------------------------------------------------------------ start
@@ -91,8 +93,11 @@ class Engine:
         return engine
 
     # --------------------------------------------------------------- generate
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
-        """Yield output deltas; closing the iterator early aborts the request."""
+    def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
+        """Yield output deltas; closing the iterator early aborts the request. Timed for ``latency``."""
+        return timed(self.latency, request.request_id, self._generate(request))
+
+    async def _generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
         if request.sampling.vllm is not None:  # prepared by vLLM's serving layer at the front door
             gen = vllm_call.generate(self, request)
             try:

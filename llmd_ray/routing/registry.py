@@ -11,6 +11,7 @@ from llmd_ray.routing.plugins.load_aware import LoadAwareScorer
 from llmd_ray.routing.plugins.max_score import MaxScorePicker
 from llmd_ray.routing.plugins.no_hit_lru import NoHitLRUScorer
 from llmd_ray.routing.plugins.precise_prefix_cache import PrecisePrefixCacheScorer
+from llmd_ray.routing.plugins.predicted_latency import PredictedLatencyPicker
 from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.plugins.prefix_cache_affinity import PrefixCacheAffinityFilter
 from llmd_ray.routing.plugins.queue import QueueScorer
@@ -32,6 +33,7 @@ PLUGIN_TYPES: tuple[type[Plugin], ...] = (
     # pickers
     MaxScorePicker,
     WeightedRandomPicker,
+    PredictedLatencyPicker,
 )
 
 # Types a config may still name, and why they are gone (the config error says so).

@@ -34,6 +34,8 @@ class Endpoint:
     rank: int = 0
     in_flight: int = 0  # router-side: requests sent and not yet finished
     max_ongoing: int | None = None  # router-side concurrency cap; None: unbounded
+    # recent per-request latencies, [seq, request id, ttft_s, tpot_s | None] (llmd_ray.engine.latency); None: none
+    latency_samples: Sequence[Sequence[Any]] | None = None
 
     @classmethod
     def from_stats(
@@ -49,6 +51,7 @@ class Endpoint:
             id, g("num_waiting", 0), g("num_running", 0), g("kv_cache_usage", 0.0),
             g("prefix_cache_queries", 0), g("prefix_cache_hits", 0), g("block_size") or None,
             g("num_blocks") or None, g("updated_at"), g("rank", 0), in_flight, max_ongoing,
+            latency_samples=g("latency_samples") or None,
         )
 
     def stats_age_s(self, now: float | None = None) -> float | None:
@@ -76,6 +79,7 @@ class RoutingRequest:
     block_size: int
     session_id: str | None = None
     hash_seed: str | None = None
+    qos_class: str | None = None  # the request's QoS class (llmd_ray.topology.qos); None: the default class
     _block_hashes: list[bytes] | None = field(default=None, repr=False, compare=False)
     _event_hashes: list[int] | None = field(default=None, repr=False, compare=False)
 
