@@ -71,17 +71,19 @@ class BaseRanking:
             if m:
                 rng.getrandbits(64 * m)  # the draws the picker takes for the other runs
             return self.top_list[0]
-        k = len(top)
+        if random_ties:
+            low = None
+        else:
+            f = in_flight[top]
+            low = np.flatnonzero(f == f.min())
+            if len(low) == 1:  # the fewest in flight decides: the draws are taken, not read
+                rng.getrandbits(64 * m)
+                return self.top_list[int(low[0])]
+        k = len(top) if low is None else int(low[-1]) + 1  # the draws read: the top run's, up to the last tied
         r = draws_53(rng, k)
         if m > k:
             rng.getrandbits(64 * (m - k))
-        if random_ties:
-            return self.top_list[int(np.argmin(r))]
-        f = in_flight[top]
-        low = np.flatnonzero(f == f.min())
-        if len(low) == 1:
-            return self.top_list[int(low[0])]
-        return self.top_list[int(low[np.argmin(r[low])])]
+        return self.top_list[int(np.argmin(r))] if low is None else self.top_list[int(low[np.argmin(r[low])])]
 
 
 def plain_rng(rng) -> bool:
