@@ -11,6 +11,7 @@ ones); this module adds what only the harness needs.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError
@@ -32,6 +33,12 @@ class BenchConfig(StrictModel):
     name: str = Field("bench", description="Label for the run (used in plots and file names).")
     seed: int = Field(0, description="Seeds prompts, lengths, groups and arrival times: same seed, same run.")
     model: str = Field("tiny-llama", description="Model name sent in requests.")
+    models: list[str] | None = Field(None, min_length=1, description=(
+        "Names each request draws its `model` from (several models, or LoRA adapters), seeded by `seed`; "
+        "None: `model` for every request (which still names the tokenizer)."))
+    model_popularity: Literal["uniform", "zipf"] = Field(
+        "uniform", description="How requests draw from `models`: uniformly, or P(k) ~ 1/k^s.")
+    model_zipf_exponent: float = Field(1.0, gt=0.0, description="s of the zipf model popularity.")
     tokenizer: str | None = Field(None, description="Local tokenizer dir (default: the tiny model dir for tiny-llama).")
     workload: Workload = Field(default_factory=RandomWorkload, description="What to send.")
     load: LoadSpec = Field(default_factory=LoadSpec, description="When to send it.")

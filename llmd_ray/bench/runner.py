@@ -98,14 +98,14 @@ class Runner:
     async def _send(self, job: Job, turn_idx: int, messages: list[dict] | None,
                     scheduled_s: float) -> tuple[RequestRecord, str]:
         o, turn = self.opts, job.turns[turn_idx]
-        extra = o.extra_body or {}
+        extra, model = o.extra_body or {}, job.meta.get("model", o.model)  # a job's own model: BenchConfig.models
         if messages is None:
             url = o.base_url.rstrip("/") + "/v1/completions"
-            payload = completions_payload(o.model, turn.prompt, turn.max_tokens, o.ignore_eos, o.temperature, extra)
+            payload = completions_payload(model, turn.prompt, turn.max_tokens, o.ignore_eos, o.temperature, extra)
             headers = None
         else:
             url = o.base_url.rstrip("/") + "/v1/chat/completions"
-            payload = chat_payload(o.model, messages, turn.max_tokens, o.ignore_eos, o.temperature, extra)
+            payload = chat_payload(model, messages, turn.max_tokens, o.ignore_eos, o.temperature, extra)
             headers = {"x-session-id": job.session_id}
         ready = self._now()
         if self.sem is not None:

@@ -24,6 +24,7 @@ GAUGES = {  # timeline field -> accepted metric name suffixes (":" and "_" both 
     "waiting": ("vllm:num_requests_waiting",),
     "running": ("vllm:num_requests_running",),
     "kv_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    "lora_loads": ("llmd_lora_loads_total",),  # a counter: its per-replica series end at each replica's loads
 }
 COUNTERS = {
     "prefix_hits": ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_hits", "vllm:gpu_prefix_cache_hits_total"),
