@@ -35,6 +35,7 @@ $(STAMP): pyproject.toml
 model: setup
 	$(BIN)/python -m llmd_ray.engine.tiny --out $(MODEL_DIR)
 	$(BIN)/python -m llmd_ray.engine.tiny --name tiny-llama-b --out $(dir $(MODEL_DIR))tiny-llama-b
+	$(BIN)/python -m llmd_ray.engine.tiny_lora --base $(MODEL_DIR)  # tiny-lora-0..7 beside it
 
 serve: model
 	$(BIN)/serve run serve_configs/default.yaml

@@ -73,6 +73,15 @@ class EngineConfig(BaseModel):
         description="Publish vLLM KV cache events (ZMQ) to the app's KV-index actor, for the `precise-prefix-cache` scorer.",
     )
     enable_log_requests: bool = Field(default=False, description="Log request ids (never prompt text).")
+    enable_lora: bool = Field(default=False, description="Serve LoRA adapters (vLLM `enable_lora`).")
+    max_loras: int | None = Field(
+        default=None, ge=1, description="LoRA adapters active in one batch (vLLM `max_loras`, its slots); vLLM's default if unset.")
+    max_lora_rank: int | None = Field(default=None, ge=1, description="Largest adapter rank (vLLM `max_lora_rank`).")
+    max_cpu_loras: int | None = Field(
+        default=None, ge=1, description="Adapters kept in host memory (vLLM `max_cpu_loras`); `max_loras` if unset.")
+    lora_modules: dict[str, str] = Field(
+        default_factory=dict, description="LoRA adapters of this model served from the start, name -> local "
+        "directory (or `tiny-lora-<k>`, built on first use): vLLM's `--lora-modules`. Needs `enable_lora`.")
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra vLLM AsyncEngineArgs passed through unchanged."
     )
@@ -81,6 +90,9 @@ class EngineConfig(BaseModel):
     def _check(self) -> "EngineConfig":
         if self.device == "gpu" and self.cpu_bind not in ("auto", "nobind"):
             raise ValueError("cpu_bind: only valid with device=cpu")
+        lora = [k for k in ("max_loras", "max_lora_rank", "max_cpu_loras", "lora_modules") if getattr(self, k)]
+        if lora and not self.enable_lora:
+            raise ValueError(f"{lora[0]}: only valid with enable_lora: true")
         return self
 
     @property
@@ -111,6 +123,10 @@ class EngineConfig(BaseModel):
             "disable_log_stats": False,  # our stat logger feeds routing stats and metrics
             "enable_log_requests": self.enable_log_requests,
         }
+        if self.enable_lora:
+            args["enable_lora"] = True
+            lora = {"max_loras": self.max_loras, "max_lora_rank": self.max_lora_rank, "max_cpu_loras": self.max_cpu_loras}
+            args.update({k: v for k, v in lora.items() if v is not None})
         if on_cpu:
             args["distributed_executor_backend"] = "uni" if self.tensor_parallel_size == 1 else "mp"
         else:

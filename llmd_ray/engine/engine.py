@@ -21,7 +21,7 @@ from llmd_ray.engine import lifeline
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.engine.cpu import allowed_cpus, cpu_bind_value
 from llmd_ray.engine.latency import LatencyLog, timed
-from llmd_ray.engine.stats import EngineStats, StatsRecorder
+from llmd_ray.engine.stats import EngineStats, LoraSlots, StatsRecorder
 from llmd_ray.engine import vllm_call
 from llmd_ray.engine.models import resolve_model
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest, SamplingOptions, TokenLogprob
@@ -53,6 +53,8 @@ class Engine:
         self.num_blocks: int = cache.num_gpu_blocks or 0
         self.max_model_len: int = llm.vllm_config.model_config.max_model_len
         self._recorder = StatsRecorder(self.block_size, self.num_blocks)
+        lora = getattr(llm.vllm_config, "lora_config", None)  # LoRA slots and loads, replayed from the steps:
+        self.lora_slots = LoraSlots(lora.max_loras) if lora is not None else None
         self.latency = LatencyLog()  # per-request TTFT/TPOT for the routers' latency models
         self._observers: list[StepObserver] = []
 
@@ -222,6 +224,8 @@ class Engine:
                 prefix_queries=pc.queries if pc else 0,
                 prefix_hits=pc.hits if pc else 0,
             )
+            if self.lora_slots is not None:
+                self._recorder.record_lora(self.lora_slots, scheduler_stats.running_lora_adapters)
         if iteration_stats is not None:
             self._recorder.record_iteration(
                 prompt_tokens=iteration_stats.num_prompt_tokens,

@@ -8,6 +8,7 @@ it plain numbers, and tests feed it directly.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 
 
@@ -27,6 +28,11 @@ class EngineStats:
     preemptions: int = 0  # cumulative
     block_size: int = 0
     num_blocks: int = 0
+    # LoRA (engines with enable_lora): the adapters in the engine's slots (LoraSlots), least recently used
+    # first, the number of slots, and the loads so far (cumulative).
+    lora_adapters: tuple[str, ...] = ()
+    max_loras: int = 0
+    lora_loads: int = 0
     updated_at: float = field(default_factory=time.time)
 
     @property
@@ -73,9 +79,44 @@ class StatsRecorder:
         s.finished_requests += len(finish_reasons)
         s.aborted_requests += sum(1 for r in finish_reasons if r == "abort")
 
+    def record_lora(self, slots: "LoraSlots", running: Iterable[str]) -> int:
+        """One engine step ran ``running`` adapters: update ``slots`` and the stats; returns the loads."""
+        loads = slots.step(running)
+        s = self.stats
+        s.lora_adapters, s.max_loras, s.lora_loads = tuple(slots.order), slots.capacity, slots.loads
+        return loads
+
     def record_abort(self) -> None:
         """A request abandoned by its caller (disconnect, cancel) was aborted."""
         self.stats.aborted_requests += 1
 
     def snapshot(self) -> EngineStats:
         return replace(self.stats)
+
+
+@dataclass(slots=True)
+class LoraSlots:
+    """vLLM's LoRA slots as the engine's steps reveal them.
+
+    Each step vLLM activates the adapters of its batch (``SchedulerStats.running_lora_adapters``) into
+    ``max_loras`` slots, evicting the least recently used; an adapter not in a slot is loaded (from its
+    host-memory cache or from disk). This replays that LRU over the running adapters of each step, so
+    ``loads`` counts the adapter loads the engine made (vLLM does not report them itself).
+    """
+
+    capacity: int
+    order: list[str] = field(default_factory=list)  # least recently used first
+    loads: int = 0
+
+    def step(self, running: Iterable[str]) -> int:
+        new = 0
+        for adapter in sorted(running):
+            if adapter in self.order:
+                self.order.remove(adapter)
+            else:
+                new += 1
+            self.order.append(adapter)
+        if len(self.order) > self.capacity:
+            del self.order[:len(self.order) - self.capacity]
+        self.loads += new
+        return new

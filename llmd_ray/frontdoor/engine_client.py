@@ -29,13 +29,16 @@ from llmd_ray.frontdoor.backend import Backend
 from llmd_ray.frontdoor.context import CURRENT, RequestContext
 from llmd_ray.frontdoor.errors import to_vllm_error
 from llmd_ray.frontdoor.migrating import MigratingStream
+from llmd_ray.frontdoor.lora import check_adapter_async, with_stable_id
 
 
 class RemoteEngineClient(EngineClient):
     """The engine client vLLM's serving classes run over, in the ingress."""
 
-    def __init__(self, vllm_config: Any, renderer: Any, input_processor: Any, backend: Backend):
+    def __init__(self, vllm_config: Any, renderer: Any, input_processor: Any, backend: Backend,
+                 lora_config: Any = None):
         self.vllm_config = vllm_config
+        self.lora_config = lora_config  # vLLM's LoRAConfig of the engines (None: no LoRA), for add_lora
         self.model_config = vllm_config.model_config
         self.renderer = renderer
         self.input_processor = input_processor
@@ -59,6 +62,8 @@ class RemoteEngineClient(EngineClient):
                                       f"{ctx.max_prompt_tokens}", parameter=ctx.prompt_param, value=len(ids))
         if ctx.max_tokens_cap is not None and (sampling_params.max_tokens or 0) > ctx.max_tokens_cap:
             sampling_params.max_tokens = ctx.max_tokens_cap
+        if lora_request is not None:  # the id the engines see: the same from every ingress replica
+            lora_request = with_stable_id(lora_request)
         call = VllmCall.from_generate(prompt, sampling_params, {
             "lora_request": lora_request, "trace_headers": trace_headers, "priority": priority or None,
             "session_id": session_id, "reasoning_ended": reasoning_ended,
@@ -129,6 +134,11 @@ class RemoteEngineClient(EngineClient):
     def shutdown(self, timeout: float | None = None) -> None:
         pass
 
+    async def add_lora(self, lora_request: Any) -> bool:
+        """Check the adapter as an engine would; the replicas load it on its first request (``frontdoor/lora.py``)."""
+        await check_adapter_async(lora_request, self.lora_config, self.model_config.max_model_len)
+        return True
+
     # Engine administration is the replicas' business (their own handle methods), not the front door's.
     def encode(self, *args: Any, **kwargs: Any):
         raise NotImplementedError("pooling models are not served by llmd-ray")
@@ -138,5 +148,5 @@ class RemoteEngineClient(EngineClient):
 
     notify_kv_transfer_request_rejected = start_profile = stop_profile = _unsupported
     reset_mm_cache = reset_encoder_cache = reset_prefix_cache = sleep = _unsupported
-    release_kv_cache_memory = wake_up = is_sleeping = add_lora = _unsupported
+    release_kv_cache_memory = wake_up = is_sleeping = _unsupported
     pause_generation = resume_generation = is_paused = _unsupported

@@ -101,7 +101,10 @@ def build_client(args: argparse.Namespace, backend: Backend) -> Any:
 
     vllm_config = build_vllm_config(args)
     renderer = renderer_from_config(vllm_config)
-    return RemoteEngineClient(vllm_config, renderer, InputProcessor(vllm_config, renderer), backend)
+    from llmd_ray.frontdoor.lora import lora_config_of
+
+    return RemoteEngineClient(vllm_config, renderer, InputProcessor(vllm_config, renderer), backend,
+                              lora_config_of(args))
 
 
 async def start_frontend(engine: EngineConfig, model_path: str, openai: OpenAIServerConfig,

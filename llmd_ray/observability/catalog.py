@@ -55,6 +55,7 @@ VLLM = [
     _m("ray_vllm_time_to_first_token_seconds", "histogram", _M, "vllm:time_to_first_token_seconds: TTFT in the engine", _ENGINE, serve=True),
     _m("ray_vllm_inter_token_latency_seconds", "histogram", _M, "vllm:inter_token_latency_seconds: inter-token latency", _ENGINE, serve=True),
     _m("ray_vllm_e2e_request_latency_seconds", "histogram", _M, "vllm:e2e_request_latency_seconds: engine request latency", _ENGINE, serve=True),
+    _m("ray_llmd_lora_loads_total", "counter", _M, "LoRA adapters loaded into one of the engine's max_loras slots (0 without LoRA)", _ENGINE, serve=True),
 ]
 
 _SERVE = "ray.serve (proxy)"

@@ -67,6 +67,8 @@ ROUTING = [
     Panel("Precise index staleness", ((f"max({RT}kv_index_staleness_seconds{{{F}}})", "staleness"),), "s",
           "Age of the routers' copy of the KV-event index; above the scorer's limit routing uses the approximate index."),
     Panel("KV-index syncs by result", ((rate(RT + "kv_index_syncs_total", "result", F), "{{result}}"),), "short"),
+    Panel("LoRA adapter loads per replica", ((rate("ray_llmd_lora_loads_total", "replica"), "{{replica}}"),), "short",
+          "Adapters loaded into an engine's max_loras slots (vLLM's LRU); adapter-aware routing keeps this low."),
 ]
 
 PDM, T = "ray_llmd_pd_", "ray_llmd_kv_tier_"

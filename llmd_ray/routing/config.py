@@ -37,6 +37,7 @@ plugins:
 - type: queue
 - type: kv-cache-utilization
 - type: session-affinity
+- type: lora-affinity              # requests naming a LoRA adapter: where it runs / is loaded / has a slot
 - type: max-score
 schedulingProfiles:
 - name: default
@@ -50,6 +51,8 @@ schedulingProfiles:
     weight: 2
   - pluginRef: session-affinity
     weight: 1
+  - pluginRef: lora-affinity       # 0 for every endpoint without an adapter: base-model routing unchanged
+    weight: 3
   - pluginRef: max-score
 """
 

@@ -8,6 +8,7 @@ from llmd_ray.routing.framework import Plugin
 from llmd_ray.routing.plugins.active_request import ActiveRequestScorer
 from llmd_ray.routing.plugins.kv_cache_utilization import KVCacheUtilizationScorer
 from llmd_ray.routing.plugins.load_aware import LoadAwareScorer
+from llmd_ray.routing.plugins.lora_affinity import LoraAffinityScorer
 from llmd_ray.routing.plugins.max_score import MaxScorePicker
 from llmd_ray.routing.plugins.no_hit_lru import NoHitLRUScorer
 from llmd_ray.routing.plugins.precise_prefix_cache import PrecisePrefixCacheScorer
@@ -30,6 +31,7 @@ PLUGIN_TYPES: tuple[type[Plugin], ...] = (
     ActiveRequestScorer,
     SessionAffinityScorer,
     NoHitLRUScorer,
+    LoraAffinityScorer,
     # pickers
     MaxScorePicker,
     WeightedRandomPicker,

@@ -32,7 +32,7 @@ from llmd_ray.routing.kv_event_index import IndexMirror
 from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.router_metrics import RouterMetrics
 from llmd_ray.routing.scheduler import Scheduler
-from llmd_ray.routing.types import Endpoint, RoutingRequest
+from llmd_ray.routing.types import Endpoint, RoutingRequest, lora_of
 
 logger = logging.getLogger("ray.serve")
 
@@ -130,7 +130,8 @@ class LLMDRequestRouter(RequestRouter):
         block_size = self._block_size or next(
             (r.routing_stats.get("block_size") for r in replicas if r.routing_stats.get("block_size")), DEFAULT_BLOCK_SIZE
         )
-        request = RoutingRequest(gen.request_id, token_ids, block_size, getattr(gen, "session_id", None), self._hash_seed)
+        request = RoutingRequest(gen.request_id, token_ids, block_size, getattr(gen, "session_id", None), self._hash_seed,
+                                 lora=lora_of(gen))
         self._routing_requests[key] = request
         _bound(self._routing_requests)
         _bound(self._outcomes)

@@ -34,6 +34,8 @@ class Endpoint:
     rank: int = 0
     in_flight: int = 0  # router-side: requests sent and not yet finished
     max_ongoing: int | None = None  # router-side concurrency cap; None: unbounded
+    lora_adapters: tuple[str, ...] = ()  # LoRA adapters the engine reported active, least recently used first
+    max_loras: int | None = None  # the engine's LoRA slots (vLLM max_loras); None: not reported / no LoRA
     # recent per-request latencies, [seq, request id, ttft_s, tpot_s | None] (llmd_ray.engine.latency); None: none
     latency_samples: Sequence[Sequence[Any]] | None = None
 
@@ -51,6 +53,7 @@ class Endpoint:
             id, g("num_waiting", 0), g("num_running", 0), g("kv_cache_usage", 0.0),
             g("prefix_cache_queries", 0), g("prefix_cache_hits", 0), g("block_size") or None,
             g("num_blocks") or None, g("updated_at"), g("rank", 0), in_flight, max_ongoing,
+            lora_adapters=tuple(g("lora_adapters") or ()), max_loras=g("max_loras") or None,
             latency_samples=g("latency_samples") or None,
         )
 
@@ -80,13 +83,19 @@ class RoutingRequest:
     session_id: str | None = None
     hash_seed: str | None = None
     qos_class: str | None = None  # the request's QoS class (llmd_ray.topology.qos); None: the default class
+    lora: tuple[str, str] | None = None  # the request's LoRA adapter (name, path); its blocks hash with it
     _block_hashes: list[bytes] | None = field(default=None, repr=False, compare=False)
     _event_hashes: list[int] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_generate_request(cls, req: Any, block_size: int, hash_seed: str | None = None) -> RoutingRequest:
         """From ``llmd_ray.engine.types.GenerateRequest`` (duck-typed: no import)."""
-        return cls(req.request_id, req.prompt_token_ids, block_size, req.session_id, hash_seed)
+        return cls(req.request_id, req.prompt_token_ids, block_size, req.session_id, hash_seed, lora=lora_of(req))
+
+    @property
+    def adapter(self) -> str | None:
+        """The LoRA adapter's name (None: the base model)."""
+        return self.lora[0] if self.lora else None
 
     @property
     def num_tokens(self) -> int:
@@ -101,7 +110,7 @@ class RoutingRequest:
     def block_hashes(self) -> list[bytes]:
         """vLLM's chained sha256 hashes of the full blocks (computed once)."""
         if self._block_hashes is None:
-            self._block_hashes = block_hashes(self.token_ids, self.block_size, seed=self.hash_seed)
+            self._block_hashes = block_hashes(self.token_ids, self.block_size, seed=self.hash_seed, lora=self.lora)
         return self._block_hashes
 
     @property
@@ -110,3 +119,11 @@ class RoutingRequest:
         if self._event_hashes is None:
             self._event_hashes = to_event_hashes(self.block_hashes)
         return self._event_hashes
+
+
+def lora_of(req: Any) -> tuple[str, str] | None:
+    """``(name, path)`` of a ``GenerateRequest``'s LoRA adapter: vLLM's ``LoRARequest`` in the front door's
+    generate() keywords (``sampling.vllm.kwargs``); None for the base model. Duck-typed: no import."""
+    call = getattr(getattr(req, "sampling", None), "vllm", None)
+    lora = (getattr(call, "kwargs", None) or {}).get("lora_request")
+    return (lora.lora_name, lora.lora_path) if lora is not None else None

@@ -40,10 +40,20 @@ def ray_name(vllm_name: str) -> str:
 class EngineMetrics:
     """Ray Serve metrics fed from each engine step."""
 
-    def __init__(self, model_name: str):
+    def __init__(self, model_name: str, max_loras: int | None = None):
         from ray.serve import metrics
 
+        from llmd_ray.engine.stats import LoraSlots
+
         self._m: dict[str, Any] = {}
+        # LoRA adapter loads (engines with enable_lora; 0 without): vLLM's slot LRU replayed over each step's
+        # running adapters
+        self._lora = LoraSlots(max_loras) if max_loras else None
+        self._lora_loads = metrics.Counter(
+            "llmd_lora_loads", description="LoRA adapters loaded into one of the engine's max_loras slots.",
+            tag_keys=("model_name",))
+        self._lora_loads.set_default_tags({"model_name": model_name})
+        declare(self._lora_loads, [{}])  # exported at 0 from the start
         for name, (kind, desc, buckets) in METRICS.items():
             tags = ("model_name", "finished_reason") if name == "vllm:request_success" else ("model_name",)
             if kind == "gauge":
@@ -60,6 +70,10 @@ class EngineMetrics:
     def observe(self, scheduler_stats: Any, iteration_stats: Any) -> None:
         """A StepObserver for :class:`llmd_ray.engine.Engine`."""
         m = self._m
+        if self._lora is not None and scheduler_stats is not None:
+            loads = self._lora.step(scheduler_stats.running_lora_adapters)
+            if loads:
+                self._lora_loads.inc(loads)
         if scheduler_stats is not None:
             m["vllm:num_requests_waiting"].set(scheduler_stats.num_waiting_reqs)
             m["vllm:num_requests_running"].set(scheduler_stats.num_running_reqs)

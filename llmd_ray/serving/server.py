@@ -64,7 +64,7 @@ class LLMServer(EngineReplica):
         self.config = EngineConfig.model_validate(engine_config)
         self.spec = ReplicaFeatures.model_validate(features or {})
         self.rank = offset_rank(replica_context()[0], rank_offset)
-        self.metrics = EngineMetrics(self.config.name)
+        self.metrics = EngineMetrics(self.config.name, (self.config.max_loras or 1) if self.config.enable_lora else None)
         # The demand the variant autoscaler plans for is counted where every request passes: aggregated and
         # decode replicas (a prefill replica sees only the split ones and reports its load alone).
         self.demand = DemandRecorder() if self.spec.role != "prefill" else None

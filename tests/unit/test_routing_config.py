@@ -97,7 +97,8 @@ def test_default_config():
     prof = sched.profile
     assert [f.type for f in prof.filters] == ["prefix-cache-affinity"]
     assert [(s.type, w) for s, w in prof.scorers] == [
-        ("prefix-cache", 3), ("queue", 2), ("kv-cache-utilization", 2), ("session-affinity", 1)]
+        ("prefix-cache", 3), ("queue", 2), ("kv-cache-utilization", 2), ("session-affinity", 1),
+        ("lora-affinity", 3)]
     assert prof.picker.type == "max-score"
     assert again.profile.name == "default"
 
