@@ -82,6 +82,10 @@ class IngressConfig(BaseModel):
         default_factory=OpenAIServerConfig, description="vLLM's OpenAI serving layer: tool-call and reasoning "
         "parsers, chat template, usage details.",
     )
+    allow_runtime_lora_updating: bool = Field(
+        default=False, description="Serve `POST /v1/load_lora_adapter` and `/v1/unload_lora_adapter` (vLLM's "
+        "`VLLM_ALLOW_RUNTIME_LORA_UPDATING`); API keys, when configured, are required. Off: both are 404s.",
+    )
 
 
 def vllm_cli_args(engine: EngineConfig, model_path: str, openai: OpenAIServerConfig, device: str = "cpu") -> list[str]:
@@ -94,6 +98,10 @@ def vllm_cli_args(engine: EngineConfig, model_path: str, openai: OpenAIServerCon
     out = ["--model", str(args.pop("model"))]
     for key, value in args.items():
         out += _flag(actions, key, value)
+    if engine.lora_modules:  # the model's declared LoRA adapters (a frontend flag: not an engine argument)
+        from llmd_ray.engine.tiny_lora import resolve_adapter
+
+        out += ["--lora-modules", *(f"{n}={resolve_adapter(p)}" for n, p in engine.lora_modules.items())]
     return out + openai.flags()
 
 

@@ -11,6 +11,7 @@ happen in vLLM's serving class (``pipeline.py``).
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -89,11 +90,13 @@ def check_limits(prepared: Prepared, body: dict, max_tokens_limit: int | None) -
 
 def prepare(kind: Kind, body: dict, *, qos_config: Any, served_model: str, qos_header: str | None = None,
             key_class: str | None = None, principal_name: str | None = None, session_id: str | None = None,
-            max_tokens_limit: int | None = None) -> Prepared:
+            max_tokens_limit: int | None = None, adapters: Container[str] = ()) -> Prepared:
     """Parse, classify and check one request body."""
     req = parse(kind, body)
-    qos = qos_config.select(served_model=served_model, model=req.model, header=qos_header, key_class=key_class)
-    if req.model is not None and req.model != served_model:
+    adapter = req.model is not None and req.model in adapters  # a LoRA adapter: vLLM's serving class resolves it
+    model = None if adapter else req.model
+    qos = qos_config.select(served_model=served_model, model=model, header=qos_header, key_class=key_class)
+    if model is not None and model != served_model:
         req.model = served_model  # a QoS alias of the served model: vLLM serves the model itself
     if session_id and not req.session_id:
         req.session_id = session_id

@@ -88,6 +88,21 @@ class OpenAIIngress:
             return error_response(e)
         return JSONResponse((await self.frontend.models.show_available_models()).model_dump())
 
+    @app.post("/v1/load_lora_adapter")
+    async def load_lora_adapter(self, request: Request):
+        """vLLM's adapter load (``frontdoor/lora.py``): only with ``ingress.allow_runtime_lora_updating``."""
+        return await self._lora_admin("load", request)
+
+    @app.post("/v1/unload_lora_adapter")
+    async def unload_lora_adapter(self, request: Request):
+        return await self._lora_admin("unload", request)
+
+    async def _lora_admin(self, op: str, request: Request):
+        from llmd_ray.frontdoor.lora import admin
+
+        return await admin(op, request, models=self.frontend.models, admission=self.admission,
+                           allowed=self.config.allow_runtime_lora_updating, max_body_bytes=self.config.max_body_bytes)
+
     @app.post("/v1/completions")
     async def http_completions(self, request: Request):
         return await self._http(request, "completion")
