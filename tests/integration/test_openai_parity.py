@@ -32,6 +32,8 @@ WEATHER = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 8}, "n": {"type": "integer"}},
           "required": ["answer", "n"], "additionalProperties": False}
+LORA_ENGINE = {"enable_lora": True, "max_loras": 2, "max_lora_rank": 8,
+               "lora_modules": {"tiny-lora-0": "tiny-lora-0"}}  # declared; tiny-lora-1 is loaded at run time
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 
 
@@ -85,7 +87,7 @@ CASES = [
     Case("tokenize", "/tokenize", {"model": M, "prompt": "hello world"}),
     Case("tokenize-chat", "/tokenize", {"model": M, "messages": MSG}),
     Case("detokenize", "/detokenize", {"model": M, "tokens": [300, 301, 302]}),
-    Case("models", "/v1/models"), Case("version", "/version"),
+    Case("version", "/version"),
 ]
 
 
@@ -103,10 +105,13 @@ def vllm_server(tmp_path_factory):
     from llmd_ray.engine.models import resolve_model
     from llmd_ray.frontdoor.config import OpenAIServerConfig, vllm_cli_args
 
-    engine = EngineConfig(model="tiny-llama", max_model_len=4096)  # as tests/integration/conftest.py's app
+    # As tests/integration/conftest.py's app, plus LoRA as the module's lora_app (base-model cases go to the
+    # shared app: an engine's LoRA support leaves base-model outputs as they are)
+    engine = EngineConfig(model="tiny-llama", max_model_len=4096, **LORA_ENGINE)
     port = _free_port()
     args = vllm_cli_args(engine, resolve_model(engine.model), OpenAIServerConfig())
-    env = {**os.environ, **engine.environment("cpu", "nobind"), "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    env = {**os.environ, **engine.environment("cpu", "nobind"), "VLLM_ENABLE_V1_MULTIPROCESSING": "1",
+           "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
     log = open(tmp_path_factory.mktemp("vllm") / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", *args,
                              "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -166,3 +171,61 @@ def test_comparison_catches_a_different_answer(vllm_server, app):
     ref.fields.add("choices[].message.extra_field")
     _, same = ask(app, chat("d", **G))
     assert any("fields only in vLLM" in d for d in differences(ref, same))
+
+
+@pytest.fixture(scope="module")
+def lora_app(app):
+    """A second app in the session's Serve instance, at /lora: one replica with LoRA, the adapters of
+    ``LORA_ENGINE`` declared and the admin routes on (the shared app stays as every other test expects it)."""
+    from ray import serve
+
+    from llmd_ray import build_app
+
+    serve.run(build_app({
+        "num_replicas": 1, "replica_num_cpus": 0, "engine": {"model": M, "max_model_len": 4096, **LORA_ENGINE},
+        "ingress": {"allow_runtime_lora_updating": True},
+    }), name="lora", route_prefix="/lora")
+    try:
+        yield app + "/lora"
+    finally:
+        serve.delete("lora")
+
+
+def lora_steps() -> list[Case]:
+    """In order: adapters served, a second one loaded and used, unloaded, then asked for."""
+    from llmd_ray.engine.tiny_lora import resolve_adapter
+
+    second = {"lora_name": "tiny-lora-1", "lora_path": resolve_adapter("tiny-lora-1")}
+    return [
+        Case("models-with-adapter", "/v1/models"),
+        chat("lora-chat", model="tiny-lora-0", **G), cmpl("lora-completion", model="tiny-lora-0", **G),
+        cmpl("lora-completion-stream", model="tiny-lora-0", stream=True, **G),
+        Case("lora-load", "/v1/load_lora_adapter", second),
+        Case("lora-load-again", "/v1/load_lora_adapter", second),
+        Case("lora-load-missing-path", "/v1/load_lora_adapter", {"lora_name": "nope", "lora_path": "/nonexistent"}),
+        Case("models-after-load", "/v1/models"), chat("lora-loaded-chat", model="tiny-lora-1", **G),
+        Case("lora-unload", "/v1/unload_lora_adapter", {"lora_name": "tiny-lora-1"}),
+        Case("lora-unload-unknown", "/v1/unload_lora_adapter", {"lora_name": "tiny-lora-1"}),
+        chat("lora-unloaded-chat", model="tiny-lora-1", **G), Case("models-after-unload", "/v1/models"),
+    ]
+
+
+def test_lora_same_answers_as_vllm(vllm_server, lora_app):
+    """Adapters through both servers, step by step (each step changes the adapters served)."""
+    for case in lora_steps():
+        ref_r, ref = ask(vllm_server, case)
+        got_r, got = ask(lora_app, case)
+        diffs = differences(ref, got, case.deterministic)
+        if case.path.endswith("_lora_adapter") and ref_r.status_code != got_r.status_code:  # same status exactly
+            diffs.append(f"status {ref_r.status_code} vs {got_r.status_code}")
+        print(f"PARITY {case.name}: vLLM {ref_r.status_code} llmd-ray {got_r.status_code} "
+              f"{'differs' if diffs else 'same'} {[c['text'][:40] for c in got.choices.values()] or got.other}")
+        assert not diffs, f"{case.name}: vLLM {ref_r.text[:300]!r}\nllmd-ray {got_r.text[:300]!r}\n" + "\n".join(diffs)
+
+
+def test_lora_changes_greedy_output_and_admin_routes_are_off_by_default(lora_app, app):
+    base = ask(app, chat("base", **G))[1].choices[0]["text"]
+    adapted = ask(lora_app, chat("a", model="tiny-lora-0", **G))[1].choices[0]["text"]
+    assert base and adapted and adapted != base
+    r = httpx.post(app + "/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": "/tmp"})
+    assert r.status_code == 404  # the shared app does not allow runtime loading
