@@ -25,7 +25,7 @@ mirror=${LLMD_IMAGE_MIRROR:-http://deb.debian.org/debian}
 security=${LLMD_IMAGE_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # python3-venv: /opt/venv; libnuma1, libgomp1, libstdc++6: vLLM's CPU kernels; procps: ps for Ray;
 # wget: KubeRay's probes; ca-certificates: hub downloads.
-packages=python3,python3-venv,ca-certificates,libnuma1,libgomp1,libstdc++6,procps,wget,tzdata
+packages=python3,python3-venv,ca-certificates,libnuma1,libgomp1,libstdc++6,procps,wget
 
 work=$(mktemp -d /var/tmp/llmd-image.XXXXXX)
 ctr=""
@@ -57,7 +57,8 @@ find_links=${PIP_FIND_LINKS:-$(pip_get find-links)}
 [ "$variant" = gpu ] && find_links=${LLMD_IMAGE_GPU_FIND_LINKS:-}
 extra_index=${PIP_EXTRA_INDEX_URL:-$(pip_get extra-index-url)}
 index=${PIP_INDEX_URL:-$(pip_get index-url)}
-run=(--network host)
+# chroot isolation: no OCI runtime or cgroups needed for the build step (hosts without systemd, nested VMs).
+run=(--isolation "${BUILDAH_ISOLATION:-chroot}" --network host)
 for loc in $find_links $extra_index $index; do
   p=${loc#file://}
   [ "${p%/simple}" != "$p" ] && p=${p%/simple}   # a local "simple" index links to ../../files
@@ -70,7 +71,8 @@ if [ -n "$cert" ] && [ -f "$cert" ]; then run+=(-v "$cert:/run/build-ca.crt:ro")
 model_dir=""
 if [ "$variant" = cpu ]; then model_dir=/opt/llmd-ray/models/tiny-llama; envs+=("LLMD_MODEL_DIR=$model_dir"); fi
 buildah run "${run[@]}" "$ctr" -- env "${envs[@]}" sh /opt/llmd-ray/docker/install.sh "$variant" /opt/llmd-ray
-buildah run "$ctr" -- sh -c 'rm -rf /root/.cache /tmp/*'
+buildah run --isolation "${BUILDAH_ISOLATION:-chroot}" "$ctr" -- \
+  sh -c 'rm -rf /root/.cache /tmp/* /opt/llmd-ray/build /opt/llmd-ray/*.egg-info'
 t2=$(date +%s)
 
 echo "== commit $tag"

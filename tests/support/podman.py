@@ -1,12 +1,16 @@
 """Podman for the container tests (tests/integration/test_container.py): run, exec, inspect and remove containers
 and networks of one test run, every one labelled so a run killed half-way is cleaned up by the next one.
 
-Runs as root on hosts without systemd or journald too (cgroupfs manager, file events), as this machine is."""
+Runs as root on hosts without systemd or journald too (cgroupfs manager, file events), as this machine is. Debian
+12's crun refuses hybrid cgroups (v1 controllers beside a v2 mount), so runc is used where installed; podman's
+default rlimits (1048576 open files) exceed what a process without CAP_SYS_RESOURCE may set, so containers get
+the test process's own limits."""
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +20,9 @@ LABEL = "llmd-ray-test=container"
 
 def podman_cmd() -> list[str]:
     cmd = ["podman"]
+    runtime = os.environ.get("LLMD_RAY_PODMAN_RUNTIME") or ("runc" if shutil.which("runc") else "")
+    if runtime:
+        cmd += ["--runtime", runtime]
     if not Path("/run/systemd/system").exists():  # no systemd: podman's defaults (systemd cgroups, journald) fail
         cmd += ["--cgroup-manager", "cgroupfs", "--events-backend", "file"]
     return cmd
@@ -26,6 +33,14 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     if check and r.returncode != 0:
         raise RuntimeError(f"podman {' '.join(args)} exited {r.returncode}: {r.stderr.strip() or r.stdout.strip()}")
     return r
+
+
+def ulimits() -> list[str]:
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    nproc_hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    nproc = 32768 if nproc_hard == resource.RLIM_INFINITY else min(nproc_hard, 32768)
+    nofile = tuple(65536 if n == resource.RLIM_INFINITY else n for n in nofile)
+    return ["--ulimit", f"nofile={nofile[0]}:{nofile[1]}", "--ulimit", f"nproc={nproc}:{nproc}"]
 
 
 def unavailable(image: str) -> str | None:
@@ -65,7 +80,7 @@ class Podman:
         full = f"{self.prefix}-{name}"
         self.containers.append(full)
         podman("run", "-d", "--name", full, "--hostname", name, "--label", LABEL, "--network", self.network,
-               "--cpuset-cpus", cpuset, "--shm-size", shm, *args, image, *command)
+               "--cpuset-cpus", cpuset, "--shm-size", shm, *ulimits(), *args, image, *command)
         return full
 
     def ip(self, container: str) -> str:
