@@ -18,9 +18,12 @@ one CPU core, so prefill cost, prefix caching and P/D disaggregation show up on
 CPU-only hosts. The output is meaningless text that rarely hits an end-of-turn
 token, so generations usually run to ``max_tokens``.
 
-Usage: ``python -m llmd_ray.engine.tiny --out DIR [--force]``. Serving configs
-name it ``model: tiny-llama``; ``llmd_ray.engine.models.resolve_model`` builds it
-on first use.
+A second model, ``tiny-llama-b`` (``SPEC_B``: another seed, hidden 256, 2 layers,
+vocab 3072, so its weights and token ids differ), serves multi-model apps.
+
+Usage: ``python -m llmd_ray.engine.tiny [--name tiny-llama-b] --out DIR [--force]``.
+Serving configs name them ``model: tiny-llama`` (or ``tiny-llama-b``);
+``llmd_ray.engine.models.resolve_model`` builds them on first use.
 """
 
 from __future__ import annotations
@@ -80,12 +83,17 @@ class TinyLlamaSpec:
 
 
 SPEC = TinyLlamaSpec()
+SPEC_B = TinyLlamaSpec(vocab_size=3072, hidden_size=256, intermediate_size=768, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, seed=20240602)
+TINY_MODELS = {TINY_MODEL_NAME: SPEC, "tiny-llama-b": SPEC_B}  # name -> spec: models resolve_model builds
 
 
-def default_model_dir() -> Path:
-    """``$LLMD_RAY_MODEL_DIR`` if set, else ``~/.cache/llmd_ray/models/tiny-llama``."""
+def default_model_dir(name: str = TINY_MODEL_NAME) -> Path:
+    """``$LLMD_RAY_MODEL_DIR`` (tiny-llama's directory; other tiny models are its siblings) if set, else
+    ``~/.cache/llmd_ray/models/<name>``."""
     env = os.environ.get(MODEL_DIR_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache/llmd_ray/models" / TINY_MODEL_NAME
+    base = Path(env).expanduser() if env else Path.home() / ".cache/llmd_ray/models" / TINY_MODEL_NAME
+    return base if name == TINY_MODEL_NAME else base.with_name(name)
 
 
 def is_complete(model_dir: str | os.PathLike[str], spec: TinyLlamaSpec = SPEC) -> bool:
@@ -98,7 +106,7 @@ def is_complete(model_dir: str | os.PathLike[str], spec: TinyLlamaSpec = SPEC) -
     return marker == _marker(spec) and all((path / name).is_file() for name in REQUIRED_FILES)
 
 
-def build_tiny_model(out_dir: str | os.PathLike[str], *, force: bool = False) -> Path:
+def build_tiny_model(out_dir: str | os.PathLike[str], *, force: bool = False, spec: TinyLlamaSpec = SPEC) -> Path:
     """Build the tiny model into ``out_dir`` (kept if complete, unless ``force``).
 
     Files go to a temporary sibling directory that is renamed into place, so
@@ -106,16 +114,16 @@ def build_tiny_model(out_dir: str | os.PathLike[str], *, force: bool = False) ->
     tiny-llama build is only replaced with ``force``. Returns the absolute path.
     """
     out = Path(out_dir).expanduser().absolute()
-    if not force and is_complete(out):
+    if not force and is_complete(out, spec):
         return out
     if not force and out.exists() and any(out.iterdir()) and not (out / BUILD_MARKER).exists():
         raise FileExistsError(f"{out} exists and is not a {TINY_MODEL_NAME} build; use force")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
     try:
-        _write_model(staging, SPEC)
-        if force or not is_complete(out):  # another process may have finished meanwhile
-            _install(staging, out)
+        _write_model(staging, spec)
+        if force or not is_complete(out, spec):  # another process may have finished meanwhile
+            _install(staging, out, spec)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
@@ -125,7 +133,7 @@ def _marker(spec: TinyLlamaSpec) -> dict:
     return {"build_version": BUILD_VERSION, "spec": dataclasses.asdict(spec)}
 
 
-def _install(staging: Path, out: Path) -> None:
+def _install(staging: Path, out: Path, spec: TinyLlamaSpec = SPEC) -> None:
     """Rename a finished ``staging`` build to ``out``, replacing what is there."""
     trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
     try:
@@ -134,7 +142,7 @@ def _install(staging: Path, out: Path) -> None:
         try:
             os.rename(staging, out)
         except OSError:
-            if not is_complete(out):  # a concurrent builder that finished first is fine
+            if not is_complete(out, spec):  # a concurrent builder that finished first is fine
                 raise
     finally:
         shutil.rmtree(trash, ignore_errors=True)
@@ -261,19 +269,19 @@ def _write_model(out: Path, spec: TinyLlamaSpec) -> None:
     (out / BUILD_MARKER).write_text(json.dumps(_marker(spec), indent=2, sort_keys=True) + "\n")
 
 
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help=f"output directory (default: {default_model_dir()})")
+    parser.add_argument("--name", default=TINY_MODEL_NAME, choices=sorted(TINY_MODELS), help="which tiny model")
+    parser.add_argument("--out", type=Path, help="output directory (default: ~/.cache/llmd_ray/models/<name>)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete build exists")
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Writing model shards" bar in CLI output
-    out, started = args.out or default_model_dir(), time.perf_counter()
-    action = "kept existing" if is_complete(out) and not args.force else "built"
-    path = build_tiny_model(out, force=args.force)
-    print(f"{action} {TINY_MODEL_NAME} at {path} ({time.perf_counter() - started:.1f}s)")
+    out, started, spec = args.out or default_model_dir(args.name), time.perf_counter(), TINY_MODELS[args.name]
+    action = "kept existing" if is_complete(out, spec) and not args.force else "built"
+    path = build_tiny_model(out, force=args.force, spec=spec)
+    print(f"{action} {args.name} at {path} ({time.perf_counter() - started:.1f}s)")
     return 0
 
 

@@ -3,6 +3,8 @@
 Architecture (issue 14)::
 
     HTTP route / DeploymentHandle method          routes.py    (thin: auth, body, Reply -> response)
+      -> ModelTable: the request's `model`        models.py    (each model: own frontend, gate, backend;
+                                                                404 naming the served models)
       -> Pipeline.run                             pipeline.py  (one coroutine for both)
            prepare: vLLM's request model,         prepare.py   (400 naming the field; refusals; QoS class)
                     llmd-ray's limits
@@ -31,7 +33,9 @@ The same ``vllm serve`` command line (``config.vllm_cli_args``) configures the f
 parity test's reference vLLM server. What llmd-ray adds to vLLM's responses it adds (the ``x-llmd-qos``
 and ``x-llmd-replica`` headers; auth, QoS and flow control in front; Serve's ``x-request-id`` is the id
 vLLM's body carries); what it cannot honour (``prepare.UNHONOURED``) is a 400 naming the field. Error
-bodies keep vLLM's status and message in llmd-ray's shape (``errors.py``).
+bodies keep vLLM's status and message in llmd-ray's shape (``errors.py``). A top-level request field that
+neither OpenAI nor vLLM declares is a 400 naming it too (``ingress.unknown_fields: ignore``: dropped, as
+vLLM does).
 """
 
 from llmd_ray.frontdoor.config import IngressConfig, OpenAIServerConfig, vllm_cli_args

@@ -11,7 +11,7 @@ the very same list, so both serve the model the same way.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,6 +85,11 @@ class IngressConfig(BaseModel):
     allow_runtime_lora_updating: bool = Field(
         default=False, description="Serve `POST /v1/load_lora_adapter` and `/v1/unload_lora_adapter` (vLLM's "
         "`VLLM_ALLOW_RUNTIME_LORA_UPDATING`); API keys, when configured, are required. Off: both are 404s.",
+    )
+    unknown_fields: Literal["reject", "ignore"] = Field(
+        default="reject", description="A chat/completion request field that neither OpenAI's API nor vLLM's "
+        "request model declares: `reject` answers 400 naming it (never a silent drop); `ignore` drops it, as "
+        "vLLM's own server does.",
     )
 
 

@@ -98,7 +98,7 @@ class Pipeline:
             kind, body, qos_config=self.qos, served_model=self.served_model, qos_header=caller.qos_header,
             key_class=principal.qos_class if principal else None, principal_name=principal.name if principal else None,
             session_id=caller.session_id, max_tokens_limit=self.config.max_tokens_limit,
-            adapters=self.frontend.models.lora_requests,
+            unknown_fields=self.config.unknown_fields, adapters=self.frontend.models.lora_requests,
         )
 
     async def _serve(self, p: Prepared, caller: Caller) -> Any:

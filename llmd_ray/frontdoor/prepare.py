@@ -3,7 +3,10 @@
 Parsing is vLLM's (``ChatCompletionRequest`` / ``CompletionRequest`` of the
 running vLLM, every field it knows, its validators); a failure is a 400 that
 names the field. On top, llmd-ray refuses what it cannot honour (a 400 naming
-the field, never a silent drop), applies its own limits, and picks the QoS
+the field, never a silent drop): fields vLLM knows but llmd-ray cannot serve
+(``UNHONOURED``), and fields that neither OpenAI's request type nor vLLM's
+request model declares (vLLM would ignore them; ``ingress.unknown_fields:
+ignore`` does the same). It then applies its own limits, and picks the QoS
 class (a ``<model>:<class>`` name or alias is resolved to the served model
 before vLLM sees it). Rendering, tokenization and sampling parameters then
 happen in vLLM's serving class (``pipeline.py``).
@@ -11,6 +14,7 @@ happen in vLLM's serving class (``pipeline.py``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -57,8 +61,40 @@ def request_model(kind: Kind) -> type:
     return CompletionRequest
 
 
-def parse(kind: Kind, body: dict) -> Any:
-    """``body`` as vLLM's request model; InvalidRequestError (400, naming the field) if it is not one."""
+@functools.cache
+def known_fields(kind: Kind) -> frozenset[str]:
+    """Top-level fields of a request body that OpenAI's request type or vLLM's request model declares."""
+    model = request_model(kind)
+    names = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
+    try:  # OpenAI's own parameters (vLLM ignores the few it does not declare, e.g. `store`, `metadata`)
+        if kind == "chat":
+            from openai.types.chat.completion_create_params import CompletionCreateParamsBase
+        else:
+            from openai.types.completion_create_params import CompletionCreateParamsBase
+        names |= set(CompletionCreateParamsBase.__annotations__)
+    except ImportError:  # the openai package is vLLM's dependency; without it, vLLM's fields alone
+        pass
+    return frozenset(names | {"stream"})
+
+
+def check_unknown_fields(kind: Kind, body: dict) -> None:
+    """400 naming every top-level field neither OpenAI nor vLLM declares (``param``: the first of them)."""
+    unknown = [k for k in body if k not in known_fields(kind)]
+    if unknown:
+        names = ", ".join(f"'{k[:64]}'" for k in unknown[:20])
+        raise InvalidRequestError(
+            f"{unknown[0][:64]}: unrecognized request argument(s) supplied: {names} (neither OpenAI's nor vLLM's "
+            f"{request_model(kind).__name__} has them; the server is set to refuse fields it would ignore)",
+            param=unknown[0][:64], code="unrecognized_argument")
+
+
+def parse(kind: Kind, body: dict, unknown_fields: str = "reject") -> Any:
+    """``body`` as vLLM's request model; InvalidRequestError (400, naming the field) if it is not one.
+
+    ``unknown_fields``: ``reject`` (400 naming fields neither OpenAI nor vLLM declares) or ``ignore`` (as vLLM).
+    """
+    if unknown_fields == "reject" and isinstance(body, dict):
+        check_unknown_fields(kind, body)
     for name, why in UNHONOURED.items():
         if body.get(name) is not None:
             raise InvalidRequestError(f"{name}: not supported: {why}", param=name)
@@ -90,9 +126,10 @@ def check_limits(prepared: Prepared, body: dict, max_tokens_limit: int | None) -
 
 def prepare(kind: Kind, body: dict, *, qos_config: Any, served_model: str, qos_header: str | None = None,
             key_class: str | None = None, principal_name: str | None = None, session_id: str | None = None,
-            max_tokens_limit: int | None = None, adapters: Container[str] = ()) -> Prepared:
+            max_tokens_limit: int | None = None, unknown_fields: str = "reject",
+            adapters: Container[str] = ()) -> Prepared:
     """Parse, classify and check one request body."""
-    req = parse(kind, body)
+    req = parse(kind, body, unknown_fields)
     adapter = req.model is not None and req.model in adapters  # a LoRA adapter: vLLM's serving class resolves it
     model = None if adapter else req.model
     qos = qos_config.select(served_model=served_model, model=model, header=qos_header, key_class=key_class)

@@ -23,17 +23,14 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from llmd_ray.engine.config import EngineConfig
-from llmd_ray.engine.models import resolve_model
 from llmd_ray.errors import EngineError, LLMDRayError
-from llmd_ray.frontdoor.admission import Admission
 from llmd_ray.frontdoor.config import IngressConfig
 from llmd_ray.frontdoor.errors import from_vllm
 from llmd_ray.frontdoor.openapi import install_openapi
-from llmd_ray.frontdoor.pipeline import Caller, Pipeline, as_llmd, sse_events_as_dicts
+from llmd_ray.frontdoor.models import ModelTable, start_model
+from llmd_ray.frontdoor.pipeline import Caller, as_llmd, sse_events_as_dicts
 from llmd_ray.frontdoor.prepare import Kind
 from llmd_ray.frontdoor.tokenize import tokenize_request
-from llmd_ray.frontdoor.vllm_state import start_frontend
-from llmd_ray.serving.dispatch import ingress_dispatcher
 from llmd_ray.serving.http_util import as_llmd_error, error_response, read_json_body
 from llmd_ray.topology.qos import QoSConfig
 
@@ -54,23 +51,23 @@ class OpenAIIngress:
         ingress_config: IngressConfig | dict | None = None,
         qos_config: QoSConfig | dict | None = None,
         dispatch: dict | None = None,  # DispatchConfig (serving/dispatch.py)
+        models: list[dict] | None = None,  # several models: [{llm, engine, dispatch}] (llm, engine_config unused)
     ):
-        self.engine_config = EngineConfig.model_validate(engine_config)
         self.config = IngressConfig.model_validate(ingress_config or {})
         self.qos = QoSConfig.model_validate(qos_config or {})
-        self.variants = ingress_dispatcher(llm, dispatch)  # picks each request's variant; polls their replicas
-        self.model_name = self.engine_config.name
-        self.admission = Admission(self.config, self.qos, self.model_name,
-                                   lambda: self.variants.stats_handle().stats.remote(), self.engine_config.max_num_seqs)
-        path = resolve_model(self.engine_config.model)
-        self.frontend = await start_frontend(self.engine_config, path, self.config.openai, self.variants)
-        self.pipeline = Pipeline(self.frontend, self.admission, self.config, self.qos, self.model_name)
+        specs = models if models is not None else [{"llm": llm, "engine": engine_config, "dispatch": dispatch}]
+        served = [await start_model(m["llm"], m["engine"], m.get("dispatch"), self.config, self.qos) for m in specs]
+        self.models = ModelTable(served, self.qos)  # frontdoor/models.py: dispatch by the request's `model`
+        first = self.models.primary  # the one model, or the first: keys and rates are checked on its gate
+        self.engine_config, self.model_name, self.variants = first.engine, first.name, first.variants
+        self.admission, self.frontend = first.admission, first.frontend
+        self.pipeline = self.models  # run(kind, body, caller): the named model's Pipeline
 
     # ------------------------------------------------------------ HTTP routes
     @app.get("/health")
     async def health(self):
-        """Readiness: 200 once an engine replica answers; 503 (OpenAI-style, Retry-After) while none does."""
-        if not await self.variants.ready():
+        """Readiness: 200 once an engine replica of every served model answers; 503 (OpenAI-style, Retry-After) before."""
+        if not await self.models.ready():
             return error_response(EngineError("no engine replica is ready yet", code="not_ready", retry_after_s=2))
         return {"status": "ok"}
 
@@ -86,7 +83,7 @@ class OpenAIIngress:
             self.admission.authenticate(request.headers.get("authorization"), rate_limited=False)
         except LLMDRayError as e:
             return error_response(e)
-        return JSONResponse((await self.frontend.models.show_available_models()).model_dump())
+        return JSONResponse((await self.models.show_available_models()).model_dump())
 
     @app.post("/v1/load_lora_adapter")
     async def load_lora_adapter(self, request: Request):
@@ -139,8 +136,9 @@ class OpenAIIngress:
         try:
             self.admission.authenticate(request.headers.get("authorization"))
             body = await read_json_body(request, self.config.max_body_bytes)
-            parsed = tokenize_request(op, body, self.model_name, self.qos)
-            serving = self.frontend.tokenization
+            served = self.models.for_body(body)
+            parsed = tokenize_request(op, body, served.name, self.qos)
+            serving = served.frontend.tokenization
             call = serving.create_tokenize if op == "tokenize" else serving.create_detokenize
             result = await call(parsed, request)
             if isinstance(result, ErrorResponse):
@@ -170,5 +168,6 @@ class OpenAIIngress:
 
     def flow_status(self) -> dict:
         """The gate's state: in flight, queued per class, saturated, the replica loads it last saw, variants."""
-        return {**self.admission.status(), "variants": self.variants.status()}
+        status = {**self.admission.status(), "variants": self.variants.status()}
+        return status if len(self.models) == 1 else {**status, "models": self.models.status()}
 

@@ -1,69 +1,28 @@
 """The app builder: ``build_app(args) -> Application``, used by Serve YAML (``import_path: llmd_ray:build_app``),
 by RayService, and from Python. One builder for every topology: aggregated (one ``LLMServer`` deployment, or
-aggregated variants), P/D (prefill and decode variants) and mixed (both), all from ``AppArgs.variants``."""
+aggregated variants), P/D (prefill and decode variants) and mixed (both), all from ``AppArgs.variants``; and
+several base models in one app (``AppArgs.models``), each its own deployment(s) and router, one front door."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ray import serve
 from ray.serve import Application
-from ray.serve.config import RequestRouterConfig
 
 from llmd_ray.engine.config import EngineConfig
 from llmd_ray.pd.config import PDConfig
-from llmd_ray.routing.config import parse_config
 from llmd_ray.serving.ingress import IngressConfig, OpenAIIngress
 from llmd_ray.serving.kv_index import KVIndex
 from llmd_ray.serving.feature import ReplicaFeatures
+from llmd_ray.serving.router_args import KV_INDEX_DEPLOYMENT, RouterArgs, request_router_config  # noqa: F401 (re-export)
 from llmd_ray.serving.server import LLMServer
 from llmd_ray.tiers.config import KVTiersConfig
 from llmd_ray.topology import QoSConfig, Variant, entry_variants, pd_groups, resolve_engines
 from llmd_ray.topology.carry import carried
 from llmd_ray.topology.variant import reject_moved_keys
-
-
-KV_INDEX_DEPLOYMENT = "KVIndex"
-
-
-class RouterArgs(BaseModel):
-    """How requests are routed to LLMServer replicas."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    policy: Literal["llmd", "pow2"] = Field(
-        default="llmd",
-        description="`llmd`: the prefix-cache- and load-aware plugin router; `pow2`: Ray Serve's default power-of-two router.",
-    )
-    config: dict[str, Any] | str | None = Field(
-        default=None,
-        description="EndpointPickerConfig (plugins + schedulingProfiles) as a mapping or YAML text; None: the default profile.",
-    )
-    stats_period_s: float = Field(
-        default=0.5, gt=0, description="How often replicas' record_routing_stats is polled for routers."
-    )
-    block_size: int | None = Field(default=None, ge=1, description="KV block size; the replicas' reported size if unset.")
-    precise_index: bool | None = Field(
-        default=None,
-        description="Run the KVIndex deployment (vLLM KV events) and mirror it in routers; None: on when the config uses `precise-prefix-cache` or `matchSource: precise`. Turns on `engine.kv_events`.",
-    )
-    kv_index_sync_s: float = Field(default=0.2, gt=0, description="How often routers pull KV-index deltas.")
-    kv_index_speculative_ttl_s: float = Field(
-        default=5.0, ge=0,
-        description="With the precise index: a routed request's blocks count as held by its replica for this long, "
-        "until the engine's KV events (sent after prefill) confirm them; 0 turns it off.",
-    )
-
-    def uses_precise_index(self) -> bool:
-        if self.policy != "llmd":
-            return False
-        if self.precise_index is not None:
-            return self.precise_index
-        return any(
-            spec.type == "precise-prefix-cache" or (spec.parameters or {}).get("matchSource") == "precise"
-            for spec in parse_config(self.config).plugins
-        )
 
 
 _MOVED = {
@@ -72,6 +31,23 @@ _MOVED = {
     "decode": "P/D is variants with roles: write `variants: [{name: prefill, role: prefill, ...}, "
               "{name: decode, role: decode, ...}]` and the transport and decider under `pd:`",
 }
+
+
+class ModelArgs(BaseModel):
+    """One base model of a multi-model app (an entry of ``AppArgs.models``): its own deployment(s) and router."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: EngineConfig = Field(description="The model's vLLM engine (`model`: path or name; clients name it by "
+                                 "`served_model_name`, else `model`).")
+    num_replicas: int = Field(default=1, ge=1, description="Without variants: replicas of its deployment "
+                              "`LLMServer-<name>`.")
+    variants: list[Variant] | None = Field(
+        default=None, min_length=1, description="Its variants, as `AppArgs.variants` (their names unique in the app).")
+    replica_num_cpus: float | None = Field(default=None, ge=0, description="None: the app's `replica_num_cpus`.")
+    replica_num_gpus: float | None = Field(default=None, ge=0, description="None: the app's `replica_num_gpus`.")
+    max_ongoing_requests: int | None = Field(default=None, ge=1, description="None: the app's.")
+    router: RouterArgs | None = Field(default=None, description="Its request routing; None: the app's `router`.")
 
 
 class AppArgs(BaseModel):
@@ -111,6 +87,12 @@ class AppArgs(BaseModel):
         "sizes the autoscaled ones. List the cheapest first (ties go to it). None: one `LLMServer` deployment "
         "of `num_replicas`.",
     )
+    models: list[ModelArgs] | None = Field(
+        default=None, min_length=1,
+        description="Several base models in one app: each its own engine deployment(s) and router; the ingress "
+        "dispatches by the request's `model` and `/v1/models` lists them all (first listed: the default). Replaces "
+        "`engine`, `num_replicas` and `variants`. None: one model (`engine`).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -119,6 +101,9 @@ class AppArgs(BaseModel):
 
     @model_validator(mode="after")
     def _check_variants(self) -> "AppArgs":
+        if self.models is not None:
+            model_apps(self)  # each model's topology valid (errors name models[i] and the field)
+            return self
         if self.variants is None:
             if "pd" in self.model_fields_set:
                 raise ValueError("pd: P/D needs variants with roles prefill and decode")
@@ -132,42 +117,76 @@ class AppArgs(BaseModel):
         return self
 
 
-def request_router_config(router: RouterArgs) -> RequestRouterConfig:
-    """Serve's RequestRouterConfig for the chosen policy (validates the plugin config eagerly)."""
-    if router.policy == "pow2":
-        return RequestRouterConfig(request_routing_stats_period_s=router.stats_period_s)
-    from llmd_ray.routing.scheduler import Scheduler
-
-    Scheduler.from_config(router.config)  # a bad plugin config fails here, naming plugin and field
-    return RequestRouterConfig(
-        request_router_class="llmd_ray.routing.router:LLMDRequestRouter",
-        request_router_kwargs={
-            "config": router.config, "block_size": router.block_size,
-            "kv_index": KV_INDEX_DEPLOYMENT if router.uses_precise_index() else None,
-            "kv_index_sync_s": router.kv_index_sync_s,
-            "speculative_ttl_s": router.kv_index_speculative_ttl_s,
-        },
-        request_routing_stats_period_s=router.stats_period_s,
-    )
+def model_apps(a: AppArgs) -> list[AppArgs]:
+    """Each entry of ``a.models`` as the one-model app it is (the app's ingress, QoS, P/D and defaults)."""
+    for f in ("engine", "num_replicas", "variants"):
+        if f in a.model_fields_set:
+            raise ValueError(f"{f}: with `models`, set it in each model's entry")
+    if a.kv_tiers is not None:
+        raise ValueError("kv_tiers: KV tiers serve one model per app (the shared tier's hashes are not per model)")
+    out, names, variants = [], set(), set()
+    for i, m in enumerate(a.models):
+        fields: dict[str, Any] = {
+            "engine": m.engine, "router": m.router or a.router, "ingress": a.ingress, "qos": a.qos,
+            "replica_num_cpus": a.replica_num_cpus if m.replica_num_cpus is None else m.replica_num_cpus,
+            "replica_num_gpus": a.replica_num_gpus if m.replica_num_gpus is None else m.replica_num_gpus,
+            "max_ongoing_requests": m.max_ongoing_requests or a.max_ongoing_requests}
+        if m.variants is not None:
+            fields["variants"] = m.variants
+            if "pd" in a.model_fields_set:
+                fields["pd"] = a.pd
+        if m.variants is None or "num_replicas" in m.model_fields_set:
+            fields["num_replicas"] = m.num_replicas
+        try:
+            sub = AppArgs.model_validate(fields)
+        except (ValidationError, ValueError) as e:
+            raise ValueError(f"models[{i}]: {e}") from None
+        if sub.router.uses_precise_index():
+            raise ValueError(f"models[{i}].router: the precise prefix index serves one model per app")
+        if m.engine.name in names:
+            raise ValueError(f"models[{i}].engine: model name '{m.engine.name}' is served twice")
+        shared = {v.name for v in m.variants or []} & variants
+        if shared:
+            raise ValueError(f"models[{i}].variants: variant name(s) {sorted(shared)} used by another model")
+        names.add(m.engine.name)
+        variants |= {v.name for v in m.variants or []}
+        out.append(sub)
+    return out
 
 
 def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
     """Build the OpenAI app: ingress -> one ``LLMServer`` deployment, or -> one deployment per variant (P/D:
-    ingress -> decode variants -> their group's prefill variant)."""
+    ingress -> decode variants -> their group's prefill variant); with ``models``, that per model."""
     a = AppArgs.model_validate(args or {})
+    ingress = OpenAIIngress.options(num_replicas=a.ingress_replicas)
+    common = (a.ingress.model_dump(), a.qos.model_dump())
+    if a.models is None:
+        llm, engine, dispatch = _model_backend(a)
+        return ingress.bind(llm, engine, *common, *([dispatch] if dispatch else []))
+    specs, first_rank = [], 0
+    for sub in model_apps(a):  # each model's replicas pinned to cores after the earlier models' (cpu.py)
+        name = "LLMServer-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", sub.engine.name)
+        llm, engine, dispatch = _model_backend(sub, name, first_rank)
+        specs.append({"llm": llm, "engine": engine, "dispatch": dispatch})
+        first_rank += sum(v.max_replicas for v in sub.variants) if sub.variants else sub.num_replicas
+    return ingress.bind(None, None, *common, None, models=specs)
+
+
+def _model_backend(a: AppArgs, name: str = "LLMServer", first_rank: int = 0) -> tuple[Any, dict, dict | None]:
+    """One model's engine deployment(s), bound: (the ingress's handle or {variant: handle}, engine, dispatch)."""
     precise = a.router.uses_precise_index()
     engine = a.engine.model_copy(update={"kv_events": True}) if precise else a.engine
-    ingress = OpenAIIngress.options(num_replicas=a.ingress_replicas)
     kv_index = (
         serve.deployment(KVIndex).options(name=KV_INDEX_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0}).bind()
         if precise else None
     )
-    common = (engine.model_dump(), a.ingress.model_dump(), a.qos.model_dump())
     store = shared_kv_store(a.kv_tiers, kv_index) if a.kv_tiers is not None else None
     tiers = a.kv_tiers.model_dump() if a.kv_tiers is not None else None
     if a.variants is None:
         features = ReplicaFeatures(tiers=tiers).model_dump()
-        return ingress.bind(_deployment(a).bind(engine.model_dump(), kv_index, features, store=store), *common)
+        llm = _deployment(a, name=name).bind(engine.model_dump(), kv_index, features, store=store,
+                                             **({"rank_offset": first_rank} if first_rank else {}))
+        return llm, engine.model_dump(), None
     engines = dict(zip((v.name for v in a.variants), resolve_engines(engine, a.variants)))
     offsets = _rank_offsets(a.variants)
     groups = pd_groups(a.variants)
@@ -177,9 +196,9 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
                                    tiers=tiers if v.role == "aggregated" else None).model_dump()
         prefill = bound[groups[v.pd_group].prefill] if v.role == "decode" else None
         bound[v.name] = _deployment(a, v).bind(engines[v.name].model_dump(), kv_index, features, store=store,
-                                               prefill=prefill, rank_offset=offsets[v.name])
+                                               prefill=prefill, rank_offset=first_rank + offsets[v.name])
     entry = {v.name: bound[v.name] for v in entry_variants(a.variants)}
-    return ingress.bind(entry, *common, {"accelerators": {v.name: v.accelerator for v in a.variants}})
+    return entry, engine.model_dump(), {"accelerators": {v.name: v.accelerator for v in a.variants}}
 
 
 def _rank_offsets(variants: list[Variant]) -> dict[str, int]:
@@ -191,7 +210,7 @@ def _rank_offsets(variants: list[Variant]) -> dict[str, int]:
     return out
 
 
-def _deployment(a: AppArgs, v: Variant | None = None):
+def _deployment(a: AppArgs, v: Variant | None = None, name: str = "LLMServer"):
     """The app's one ``LLMServer`` deployment, or variant ``v``'s ``LLMServer-<name>`` with its overrides."""
 
     def pick(field: str, default: Any) -> Any:
@@ -208,7 +227,7 @@ def _deployment(a: AppArgs, v: Variant | None = None):
         scale = {"autoscaling_config": v.serve_autoscaling_config(carried(v, a.qos))}
     else:
         scale = {"num_replicas": v.num_replicas}
-    return engine_deployment(LLMServer, "LLMServer" if v is None else v.deployment_name, scale,
+    return engine_deployment(LLMServer, name if v is None else v.deployment_name, scale,
                              pick("max_ongoing_requests", a.max_ongoing_requests), actor, a.router)
 
 

@@ -134,3 +134,14 @@ async def test_an_omitted_max_tokens_is_capped_to_the_limit(frontend):
     pipe, _, engine = make(frontend, max_tokens_limit=5)
     await pipe.run("chat", {"messages": MSG}, Caller())
     assert engine.requests[0].sampling.vllm.params.max_tokens == 5
+
+
+async def test_unknown_fields_are_refused_by_default_and_served_as_vllm_with_ignore(frontend):
+    body = {"messages": MSG, "max_tokens": 2, "some_unknown_field": {"x": 1}}
+    pipe, adm, engine = make(frontend)
+    with pytest.raises(InvalidRequestError) as e:
+        await pipe.run("chat", body, Caller())
+    assert e.value.status_code == 400 and e.value.param == "some_unknown_field" and not engine.requests
+    pipe, adm, engine = make(frontend, unknown_fields="ignore")  # vLLM's own server answers 200
+    reply = await pipe.run("chat", body, Caller())
+    assert reply.body["choices"][0]["message"]["content"] and adm.finished_calls == [True]

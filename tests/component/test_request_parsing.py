@@ -80,3 +80,55 @@ def test_generated_chat_bodies(body):
 @given(st.fixed_dictionaries({}, optional=CMPL))
 def test_generated_completion_bodies(body):
     _check("completion", body)
+
+
+# ------------------------------------------------------------------ unknown fields (ingress.unknown_fields)
+VLLM_EXTENSIONS = {"top_k": 5, "min_p": 0.1, "repetition_penalty": 1.1, "structured_outputs": {"choice": ["a", "b"]},
+                   "chat_template_kwargs": {"x": 1}, "add_generation_prompt": True, "skip_special_tokens": True,
+                   "priority": 0, "request_id": "r1", "ignore_eos": False, "min_tokens": 1}
+
+
+def test_an_unknown_field_is_a_400_naming_it_by_default():
+    with pytest.raises(InvalidRequestError) as e:
+        parse("chat", {"messages": MSG, "some_unknown_field": {"x": 1}})
+    assert e.value.status_code == 400 and e.value.param == "some_unknown_field"
+    assert e.value.message.startswith("some_unknown_field: unrecognized request argument")
+
+
+def test_every_unknown_field_is_named():
+    with pytest.raises(InvalidRequestError) as e:
+        parse("completion", {"prompt": "x", "frobnicate": 1, "guided_json": {"type": "object"}})
+    assert e.value.param == "frobnicate"  # the first; the message names them all
+    assert "'frobnicate'" in e.value.message and "'guided_json'" in e.value.message
+
+
+def test_vllm_extensions_and_openai_parameters_are_not_unknown():
+    parse("chat", {"messages": MSG, **VLLM_EXTENSIONS})
+    parse("chat", {"messages": MSG, "store": False, "metadata": {"a": "b"}, "parallel_tool_calls": True,
+                   "stream": False, "user": "u"})  # OpenAI's own; vLLM ignores `store` and `metadata`
+    parse("completion", {"prompt": "x", "best_of": 1, "suffix": None, "echo": False, "top_k": 3,
+                         "prompt_logprobs": 1, "return_tokens_as_token_ids": True})
+
+
+def test_ignore_behaves_as_vllm():
+    """With ``unknown_fields: ignore`` the request parses as vLLM's server parses it (200 class): same fields."""
+    body = {"messages": MSG, "some_unknown_field": {"x": 1}, "max_tokens": 3}
+    ours = parse("chat", body, unknown_fields="ignore")
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+    theirs = ChatCompletionRequest.model_validate(body)
+    assert ours.messages == theirs.messages and ours.max_tokens == theirs.max_tokens == 3
+    assert str(ours.to_sampling_params(16, {})) == str(theirs.to_sampling_params(16, {}))
+    assert ours.to_sampling_params(16, {}).max_tokens == 3
+
+
+def test_the_pipeline_passes_the_ingress_setting():
+    from llmd_ray.frontdoor.config import IngressConfig
+    from llmd_ray.frontdoor.prepare import prepare
+    from llmd_ray.topology.qos import QoSConfig
+
+    assert IngressConfig().unknown_fields == "reject"
+    body = {"messages": MSG, "frobnicate": 1}
+    with pytest.raises(InvalidRequestError):
+        prepare("chat", body, qos_config=QoSConfig(), served_model="m")
+    assert prepare("chat", body, qos_config=QoSConfig(), served_model="m", unknown_fields="ignore").request

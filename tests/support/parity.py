@@ -11,7 +11,9 @@ lists how two outcomes differ:
   finish reason, tool calls, token counts, and logprob tokens (values within
   ``LOGPROB_TOL``).
 
-Values that differ by nature (ids, timestamps, fingerprints, cached-token
+A case with ``by_design`` is a documented, intended difference: the test
+checks llmd-ray's own answer for it and the parity table says "differs by
+design" with the reason. Values that differ by nature (ids, timestamps, fingerprints, cached-token
 counts, error messages) are not compared; fields llmd-ray adds are headers,
 which are not compared either.
 """
@@ -32,6 +34,7 @@ class Case:
     body: dict | None = None  # None: GET
     deterministic: bool = True  # compare text, tool calls, counts
     raw: bytes | None = None  # a raw body instead of JSON
+    by_design: str | None = None  # the reason llmd-ray's answer differs from vLLM's on purpose (then checked apart)
 
 
 @dataclass(slots=True)

@@ -183,3 +183,30 @@ def test_import_is_cheap():
             "assert not heavy, heavy")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# ------------------------------------------------------------------ the second tiny model (multi-model apps)
+def test_second_model_is_another_seed_and_size(built, tmp_path):
+    """tiny-llama-b: its own weights, shape and token ids (BOS is vocab_size - 6 in each)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    b = tiny.build_tiny_model(tmp_path / "tiny-llama-b", spec=tiny.SPEC_B)
+    assert tiny.is_complete(b, tiny.SPEC_B) and not tiny.is_complete(b) and not tiny.is_complete(built, tiny.SPEC_B)
+    cfg = AutoConfig.from_pretrained(b)
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size) == (256, 2, 3072)
+    assert tiny.SPEC_B.seed != tiny.SPEC.seed and tiny.TINY_MODELS["tiny-llama-b"] is tiny.SPEC_B
+    ids_a = AutoTokenizer.from_pretrained(built)("hello world")["input_ids"]
+    ids_b = AutoTokenizer.from_pretrained(b)("hello world")["input_ids"]
+    assert ids_b[0] == 3072 - 6 and ids_a[0] == 4096 - 6 and ids_a != ids_b
+
+
+def test_second_model_resolves_beside_the_first(tmp_path, monkeypatch):
+    monkeypatch.setenv(tiny.MODEL_DIR_ENV, str(tmp_path / "cache" / "tiny-llama"))
+    monkeypatch.setattr(tiny, "_write_model", fake_write_model)
+    path = models.resolve_model("tiny-llama-b")
+    assert path == str(tmp_path / "cache" / "tiny-llama-b") and tiny.is_complete(path, tiny.SPEC_B)
+    monkeypatch.setattr(tiny, "_write_model", no_build)
+    assert models.resolve_model("tiny-llama-b") == path
+    monkeypatch.delenv(tiny.MODEL_DIR_ENV)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert tiny.default_model_dir("tiny-llama-b") == tmp_path / ".cache/llmd_ray/models/tiny-llama-b"
