@@ -6,7 +6,8 @@ series also carries Ray's (``SessionName``, ``NodeAddress``, ``WorkerId``, ``Ver
 ``ray.serve.metrics`` metric (``serve``) also ``application``, ``deployment`` and ``replica``.
 ``app`` says which topology produces it (the Prometheus test serves both at once): ``pd`` (P/D
 variants under the variant autoscaler, QoS classes with flow control), ``tiers`` (an aggregated
-variant with KV tiers and the precise prefix index), ``any``.
+variant with KV tiers and the precise prefix index), ``any``; ``migration`` only when an engine replica
+dies mid-stream (tests/integration/test_stream_migration.py kills one; the Prometheus test does not).
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ _SERVE = "ray.serve (proxy)"
 RAY_SERVE = [
     _m("ray_serve_num_http_requests_total", "counter", ("route", "method", "application", "status_code"),
        "HTTP requests through Serve's proxy, by status code", _SERVE),
+]
+
+_MIG = "llmd_ray/frontdoor/migrating.py"
+MIGRATION = [
+    _m("ray_llmd_stream_migrations_total", "counter", ("deployment", "outcome"), "streams whose replica died mid-stream, by outcome (migrated, refused, exhausted, failed)", _MIG, "migration"),
+    _m("ray_llmd_stream_migration_seconds", "histogram", ("deployment",), "gap a migration added: the replica's failure to the new replica's first output", _MIG, "migration"),
 ]
 
 _ROUTER = "llmd_ray/routing/router.py"
@@ -127,7 +134,7 @@ AUTOSCALER = [
 ]
 
 GROUPS: dict[str, list[Metric]] = {
-    "vLLM engines": VLLM, "Ray Serve": RAY_SERVE, "Router": ROUTER, "QoS and flow control": QOS,
+    "vLLM engines": VLLM, "Ray Serve": RAY_SERVE, "Stream migration": MIGRATION, "Router": ROUTER, "QoS and flow control": QOS,
     "P/D": PD, "KV tiers": TIERS, "Variant autoscaler": AUTOSCALER,
 }
 CATALOG: list[Metric] = [m for ms in GROUPS.values() for m in ms]

@@ -51,6 +51,9 @@ OVERVIEW = [
                                         (f"sum by (replica) ({V}num_requests_running{{{FM}}})", "running {{replica}}")), "short"),
     Panel("KV cache usage per replica", ((f"max by (replica) ({V}kv_cache_usage_perc{{{FM}}})", "{{replica}}"),), "percentunit"),
     Panel("Preemptions", ((rate(V + "num_preemptions_total", "replica"), "{{replica}}"),), "short"),
+    Panel("Stream migrations by outcome", ((rate("ray_llmd_stream_migrations_total", "outcome", F), "{{outcome}}"),), "short",
+          "Streams whose engine replica died mid-stream: migrated to another replica, refused, exhausted, failed."),
+    Panel("Stream migration gap", quantiles("ray_llmd_stream_migration_seconds", filt=F, qs=(0.5, 0.99)), "s"),
 ]
 
 RT = "ray_llmd_router_"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from llmd_ray.observability.keep import keep
 from llmd_ray.observability.zero import declare
 
 FALLBACK_REASONS = ("no_tokens", "none_eligible")
@@ -53,6 +54,6 @@ class RouterMetrics:
 
     def index_sizes(self, prefix_index, mirror) -> None:
         if prefix_index is not None:
-            self.index_blocks.set(sum(prefix_index.num_blocks(e) for e in prefix_index.endpoints()), tags={"index": "approximate"})
+            keep(self.index_blocks, sum(prefix_index.num_blocks(e) for e in prefix_index.endpoints()), {"index": "approximate"})
         if mirror is not None:
-            self.index_blocks.set(len(mirror.blocks), tags={"index": "precise"})
+            keep(self.index_blocks, len(mirror.blocks), {"index": "precise"})

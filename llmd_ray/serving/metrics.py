@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmd_ray.observability.keep import keep
 from llmd_ray.observability.zero import declare
 
 # vLLM's name -> (kind, description, buckets)
@@ -75,9 +76,9 @@ class EngineMetrics:
             if loads:
                 self._lora_loads.inc(loads)
         if scheduler_stats is not None:
-            m["vllm:num_requests_waiting"].set(scheduler_stats.num_waiting_reqs)
-            m["vllm:num_requests_running"].set(scheduler_stats.num_running_reqs)
-            m["vllm:kv_cache_usage_perc"].set(scheduler_stats.kv_cache_usage)
+            keep(m["vllm:num_requests_waiting"], scheduler_stats.num_waiting_reqs)
+            keep(m["vllm:num_requests_running"], scheduler_stats.num_running_reqs)
+            keep(m["vllm:kv_cache_usage_perc"], scheduler_stats.kv_cache_usage)
             pc = scheduler_stats.prefix_cache_stats
             if pc is not None and pc.queries:
                 m["vllm:prefix_cache_queries"].inc(pc.queries)

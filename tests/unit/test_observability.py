@@ -139,3 +139,23 @@ def test_declare_exports_zero_per_tag_set_and_never_raises():
     declare(c, [{"reason": "a"}, {"reason": "b"}])
     assert c.recorded == [(0, {"reason": "a"}), (0, {"reason": "b"})]
     declare(_FakeCounter(fail=True), [{"reason": "a"}])
+
+
+class _FakeGauge:
+    def __init__(self):
+        self.sets = []
+
+    def set(self, value, tags=None):
+        self.sets.append((value, tags))
+
+
+def test_keeper_re_sets_the_last_value_of_each_series():
+    from llmd_ray.observability.keep import GaugeKeeper
+
+    k, g = GaugeKeeper(period_s=3600), _FakeGauge()
+    k.set(g, 1.0, {"index": "a"})
+    k.set(g, 2.0, {"index": "a"})
+    k.set(g, 5.0)
+    g.sets.clear()
+    k.refresh()
+    assert sorted(g.sets, key=str) == sorted([(2.0, {"index": "a"}), (5.0, None)], key=str)
