@@ -133,6 +133,7 @@ def test_a_head_and_a_worker_container_serve_the_app_across_both(pm):
                 out[replica] = (deployment, where.get(node_ip.get(a.node_id), a.node_id))
         return out
 
+    wait_serving(pm, f"http://{worker_ip}:8000", "the worker container's Serve proxy")  # proxy_location: EveryNode
     placed = placement()
     engines = sorted(node for deployment, node in placed.values() if deployment == "LLMServer")
     assert engines == ["head", "worker"], placed  # one engine per container (1 CPU each, 1 per replica)
