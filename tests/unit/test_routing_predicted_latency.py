@@ -57,7 +57,7 @@ def test_a_predicted_prefix_hit_lowers_the_ttft():
     eps = make_endpoints(2, num_waiting=[0, 1])  # ...but has one request waiting
     assert rank(p, handle, req, eps)[0] == "e1"  # 1 s of prefill saved > 0.5 s of queue
     preds = p.predict(make_cycle(req, handle), eps)
-    assert preds["e1"].x[1] == 0.0 and preds["e0"].x[1] == pytest.approx(1.024)
+    assert preds["e1"].x == features(0, 1, 0, 0.0) and preds["e0"].x == features(1024, 0, 0, 0.0)
 
 
 def test_avoids_a_replica_whose_running_requests_would_miss_their_tpot():
