@@ -67,7 +67,8 @@ def is_complete(path: str | os.PathLike[str], spec: TinyLoraSpec) -> bool:
 
 
 def _marker(spec: TinyLoraSpec) -> dict:
-    return {"build_version": BUILD_VERSION, "spec": dataclasses.asdict(spec), "base": tiny._marker(tiny.SPEC)}
+    marker = {"build_version": BUILD_VERSION, "spec": dataclasses.asdict(spec), "base": tiny._marker(tiny.SPEC)}
+    return json.loads(json.dumps(marker))  # as read back from the file (tuples are lists there)
 
 
 def _shapes(spec: TinyLoraSpec) -> dict[str, tuple[int, int]]:

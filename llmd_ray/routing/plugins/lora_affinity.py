@@ -6,7 +6,7 @@ one and is loaded, from host memory or disk). Sending an adapter's requests
 where it is already running or loaded saves the load; sending them where all
 slots are busy with other adapters makes them wait until one drains.
 
-Inputs (what each endpoint has, approximately, as the ``prefix-cache`` index is):
+Inputs: what each endpoint has, approximately, as the ``prefix-cache`` index is:
 
 * **running**: adapters with requests in flight on the endpoint, from this
   router's own decisions (``on_routed`` / ``on_completed``);
