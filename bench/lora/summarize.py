@@ -5,7 +5,8 @@
 Loads come from the replicas' ``llmd_lora_loads_total`` counters (``server_timeline.per_replica
 .lora_loads``, one series per replica): each series' last value minus its value at the baseline sample
 (taken before the first request, after the harness's warm-up, which names no adapter; absent: 0).
-Needs ``--metrics-url`` (bench/lora/README.md).
+Needs ``--metrics-url`` (bench/lora/README.md). A replica whose count did not change is not listed (it
+cannot be told apart from an earlier phase's replica that is still exported).
 """
 
 from __future__ import annotations
