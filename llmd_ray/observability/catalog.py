@@ -71,7 +71,7 @@ MIGRATION = [
     _m("ray_llmd_stream_migration_seconds", "histogram", ("deployment",), "gap a migration added: the replica's failure to the new replica's first output", _MIG, "migration"),
 ]
 
-_ROUTER = "llmd_ray/routing/router.py"
+_ROUTER = "llmd_ray/observability/router_metrics.py"
 ROUTER = [
     _m("ray_llmd_router_decisions_total", "counter", ("outcome",), "routing decisions by the affinity filter's outcome (warm, cold, released, imbalanced, no_affinity_filter)", _ROUTER),
     _m("ray_llmd_router_fallbacks_total", "counter", ("reason",), "decisions that fell back to any replica (no_tokens, none_eligible)", _ROUTER),

@@ -30,7 +30,7 @@ from ray.serve.request_router import PendingRequest, ReplicaID, ReplicaResult, R
 
 from llmd_ray.routing.kv_event_index import IndexMirror
 from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
-from llmd_ray.routing.router_metrics import RouterMetrics
+from llmd_ray.observability.router_metrics import RouterMetrics
 from llmd_ray.routing.scheduler import Scheduler
 from llmd_ray.routing.types import Endpoint, RoutingRequest, lora_of
 

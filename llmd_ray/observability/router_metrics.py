@@ -1,5 +1,5 @@
-"""The router's metrics (``ray.util.metrics``, exported as ``ray_llmd_router_*``; see
-``llmd_ray/observability/catalog.py``). Rare outcomes are exported at 0 from the start."""
+"""The router's metrics (``ray.util.metrics``, exported as ``ray_llmd_router_*``; see ``catalog.py``). Here rather
+than in llmd_ray/routing, which stays free of Ray but for router.py. Rare outcomes are exported at 0 from the start."""
 
 from __future__ import annotations
 
