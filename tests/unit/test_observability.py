@@ -31,7 +31,11 @@ def sources() -> list[str]:
     out, i = [], 0
     while i < len(blobs):
         header_end = blobs.index(b"\n", i)
-        size = int(blobs[i:header_end].split()[2])
+        header = blobs[i:header_end].split()
+        if header[-1] == b"missing":  # added to the index, not committed yet
+            i = header_end + 1
+            continue
+        size = int(header[2])
         out.append(blobs[header_end + 1:header_end + 1 + size].decode(errors="replace"))
         i = header_end + 1 + size + 1
     return out
