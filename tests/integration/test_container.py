@@ -57,14 +57,26 @@ def pm():
     try:
         yield p
     finally:
+        print(p.logs(lines=60))  # shown with a failure's report
         p.close()
 
 
-def wait_serving(pm: Podman, url: str, what: str) -> None:
+def app_running(pm: Podman, container: str) -> bool:
+    """Serve's own status, read in the container (`serve status`): the app RUNNING means every replica is up."""
+    try:
+        status = yaml.safe_load(pm.exec(container, "serve", "status", timeout=60)) or {}
+    except (RuntimeError, yaml.YAMLError):
+        return False
+    return ((status.get("applications") or {}).get("default") or {}).get("status") == "RUNNING"
+
+
+def wait_serving(pm: Podman, url: str, what: str, serve_on: str | None = None) -> None:
     def up():
         for c in pm.containers:
             if not pm.running(c):
                 pytest.fail(f"container {c} exited while waiting for {what}\n{pm.logs()}")
+        if serve_on is not None and not app_running(pm, serve_on):
+            return False
         return httpx.get(f"{url}/v1/models", timeout=10).status_code == 200
 
     t0 = time.perf_counter()
@@ -79,7 +91,7 @@ def pinned_cores(pm: Podman, container: str) -> dict[str, str]:
 def test_the_image_serves_default_yaml_to_a_client_on_the_host(pm):
     single = pm.run("single", IMAGE, cpuset="0-1")  # the image's command: docker/serve.sh (default.yaml)
     url = f"http://{pm.ip(single)}:8000"
-    wait_serving(pm, url, "default.yaml served in one container")
+    wait_serving(pm, url, "default.yaml served in one container", serve_on=single)
     from openai import OpenAI
 
     client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
@@ -121,7 +133,7 @@ def test_a_head_and_a_worker_container_serve_the_app_across_both(pm):
 
     r = httpx.put(f"{dashboard}/api/serve/applications/", json=cluster_config(), timeout=60)
     assert r.status_code == 200, r.text
-    wait_serving(pm, f"http://{head_ip}:8000", "default.yaml across the head and worker containers")
+    wait_serving(pm, f"http://{head_ip}:8000", "default.yaml across the head and worker containers", serve_on=head)
 
     def placement() -> dict[str, str]:
         """Serve replica id -> the container its actor runs in."""
