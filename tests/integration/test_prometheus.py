@@ -35,11 +35,7 @@ NOT_HERE = {"migration": "an engine replica must die mid-stream (tests/integrati
 CATALOG = [m for m in ALL if m.app not in NOT_HERE]
 LEFT_OUT = {m.name for m in ALL if m.app in NOT_HERE}
 PORT = int(os.environ.get("LLMD_RAY_TEST_PROM_SERVE_PORT", "18740"))
-METRICS_# Families these apps cannot produce, each with where it is exercised; nothing else may be left out.
-NOT_HERE = {"migration": "an engine replica must die mid-stream (tests/integration/test_stream_migration.py)"}
-CATALOG = [m for m in ALL if m.app not in NOT_HERE]
-LEFT_OUT = {m.name for m in ALL if m.app in NOT_HERE}
-PORT = int(os.environ.get("LLMD_RAY_TEST_PROM_METRICS_PORT", "18741"))
+METRICS_PORT = int(os.environ.get("LLMD_RAY_TEST_PROM_METRICS_PORT", "18741"))
 BLOCK_RECORD = 393_216 + 2048
 QOS = {"default_class": "interactive", "header": "x-llmd-qos",
        "classes": {"interactive": {"priority": 2, "ttft_objective_s": 5.0, "itl_objective_s": 0.5, "max_queue_wait_s": 60},
