@@ -42,7 +42,7 @@ class Prometheus:
         sd = workdir / "ray_sd.json"
         sd.write_text(json.dumps(targets))
         (workdir / "prometheus.yml").write_text(
-            f"global: {{scrape_interval: {scrape_s}s, evaluation_interval: {scrape_s}s}}\n"
+            f"global: {{scrape_interval: {int(scrape_s * 1000)}ms, evaluation_interval: {int(scrape_s * 1000)}ms}}\n"
             "scrape_configs:\n- job_name: ray\n  file_sd_configs:\n"
             f"  - files: ['{sd}']\n    refresh_interval: 5s\n")
         self.url = f"http://127.0.0.1:{self.port}"
