@@ -73,7 +73,7 @@ def _new_manifest(a: argparse.Namespace, name: str) -> dict[str, Any] | None:
     if not a.manifest:
         return None
     from llmd_ray.errors import ConfigError
-    from llmd_ray.kuberay.cli import load_documents
+    from llmd_ray.kuberay.documents import load_documents
     from llmd_ray.kuberay.crd import CRDRegistry, apply_defaults
     from llmd_ray.kuberay.validate import validate_document
 
@@ -93,13 +93,12 @@ def _new_manifest(a: argparse.Namespace, name: str) -> dict[str, Any] | None:
 
 def cmd_upgrade(a: argparse.Namespace) -> int:
     from llmd_ray.errors import ConfigError
-    from llmd_ray.kuberay.cli import _client
 
     if not a.image and not a.manifest:
         raise ConfigError("upgrade needs the new version: --image and/or --manifest")
     manifest = _new_manifest(a, a.name)
     ns = a.namespace or ((manifest or {}).get("metadata") or {}).get("namespace") or "default"
-    kube = _client(a)
+    kube = KubeRayClient(kubeconfig=a.kubeconfig, context=a.context)
     live = kube.get(a.name, ns)
     plan = plan_upgrade(live, image=a.image, manifest=manifest)
     new_spec = manifest["spec"] if manifest else live.get("spec") or {}
