@@ -135,6 +135,12 @@ def _marker(spec: TinyLlamaSpec) -> dict:
 
 def _install(staging: Path, out: Path, spec: TinyLlamaSpec = SPEC) -> None:
     """Rename a finished ``staging`` build to ``out``, replacing what is there."""
+    install_build(staging, out, lambda: is_complete(out, spec))
+
+
+def install_build(staging: Path, out: Path, complete) -> None:
+    """Rename a finished ``staging`` build to ``out``, replacing what is there; ``complete()`` tells whether a
+    concurrent builder's ``out`` that won the rename is finished (then that is fine). Shared by tiny_lora."""
     trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
     try:
         if out.exists():
@@ -142,7 +148,7 @@ def _install(staging: Path, out: Path, spec: TinyLlamaSpec = SPEC) -> None:
         try:
             os.rename(staging, out)
         except OSError:
-            if not is_complete(out, spec):  # a concurrent builder that finished first is fine
+            if not complete():  # a concurrent builder that finished first is fine
                 raise
     finally:
         shutil.rmtree(trash, ignore_errors=True)

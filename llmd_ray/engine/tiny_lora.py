@@ -135,17 +135,7 @@ def build_tiny_lora(index: int, out_dir: str | os.PathLike[str] | None = None, *
 
 def _install(staging: Path, out: Path, spec: TinyLoraSpec) -> None:
     """Rename a finished ``staging`` build to ``out``, replacing what is there (as ``tiny`` does)."""
-    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    try:
-        if out.exists():
-            os.rename(out, trash / "old")
-        try:
-            os.rename(staging, out)
-        except OSError:
-            if not is_complete(out, spec):  # a concurrent builder that finished first is fine
-                raise
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
+    tiny.install_build(staging, out, lambda: is_complete(out, spec))
 
 
 def resolve_adapter(path: str) -> str:
