@@ -30,7 +30,9 @@ def main() -> int:
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, _metrics_export_port=args.metrics_port,
              _system_config={"metrics_report_interval_ms": 1000})
     try:
-        env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+        # the harness counts this process's tree (the Ray started here, with the engines) as the benchmark's CPU
+        env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+               "LLMD_BENCH_ROOT_PID": str(os.getpid())}
         return subprocess.call(command, env=env)
     finally:
         ray.shutdown()

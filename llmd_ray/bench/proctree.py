@@ -23,10 +23,15 @@ def _stat_fields(pid: str) -> list[str] | None:
     return raw[raw.rfind(")") + 2:].split()  # after "pid (comm) ", which may hold spaces; field 3 (state) first
 
 
+ROOT_ENV = "LLMD_BENCH_ROOT_PID"
+
+
 def tree_cpu_seconds(root: int | None = None) -> float | None:
-    """CPU seconds used so far by ``root`` (default: this process) and every live descendant, plus what they
-    reaped from exited children. None where /proc is unavailable."""
-    root = os.getpid() if root is None else root
+    """CPU seconds used so far by ``root`` and every live descendant, plus what they reaped from exited
+    children. None where /proc is unavailable. ``root`` defaults to ``$LLMD_BENCH_ROOT_PID`` (set by a wrapper
+    that starts the systems' cluster and then the harness, e.g. bench/lora/with_ray.py), else this process."""
+    if root is None:
+        root = int(os.environ.get(ROOT_ENV) or os.getpid())
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
