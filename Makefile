@@ -8,7 +8,7 @@ MODEL_DIR ?= $(HOME)/.cache/llmd_ray/models/tiny-llama
 EXTRAS ?= cpu,bench,test,kuberay
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup model serve test test-unit test-integration clean image image-gpu
+.PHONY: setup model serve test test-unit test-integration test-container clean image image-gpu
 
 # The images the RayService manifests name by default (llmd_ray/kuberay/image.py): llmd-ray:<version>-cpu|-cuda.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
@@ -48,6 +48,10 @@ test-unit: setup
 
 test-integration: model
 	$(BIN)/python -m pytest tests/integration -q -ra
+
+# The image's own tests (tests/integration/test_container.py): `make image` first; about 20 minutes here.
+test-container: model
+	LLMD_RAY_CONTAINER_TESTS=1 $(BIN)/python -m pytest tests/integration/test_container.py -q -ra
 
 # No base image is pulled: a Debian root from mmdebstrap, docker/install.sh run in it by buildah, committed to
 # podman's store (see README "The container image"). Needs root and `apt-get install mmdebstrap buildah podman`.

@@ -24,8 +24,11 @@ suite=${LLMD_IMAGE_SUITE:-$VERSION_CODENAME}
 mirror=${LLMD_IMAGE_MIRROR:-http://deb.debian.org/debian}
 security=${LLMD_IMAGE_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # python3-venv: /opt/venv; libnuma1, libgomp1, libstdc++6: vLLM's CPU kernels; procps: ps for Ray;
-# wget: KubeRay's probes; ca-certificates: hub downloads.
-packages=python3,python3-venv,ca-certificates,libnuma1,libgomp1,libstdc++6,procps,wget
+# wget: KubeRay's probes; ca-certificates: hub downloads; g++, libc6-dev, python3-dev: a C++ compiler for the
+# kernels torch compiles at first use even in eager mode (vLLM's sampler compiles its logprob ranking with
+# torch.compile; without a compiler the first request asking for logprobs kills the engine core; on GPU,
+# Triton's launcher is compiled with gcc too). vLLM's own CPU image installs gcc/g++ for the same reason.
+packages=python3,python3-venv,python3-dev,ca-certificates,libnuma1,libgomp1,libstdc++6,g++,libc6-dev,procps,wget
 
 work=$(mktemp -d /var/tmp/llmd-image.XXXXXX)
 ctr=""

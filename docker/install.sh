@@ -45,6 +45,9 @@ cuda = torch.version.cuda
 print(f"installed: vllm {vllm.__version__}, ray {ray.__version__}, torch {torch.__version__} (CUDA {cuda})")
 if (sys.argv[1] == "gpu") != (cuda is not None):
     sys.exit(f"install.sh: the {sys.argv[1]} image got torch {torch.__version__} (CUDA {cuda})")
+# vLLM compiles some sampler ops with torch.compile even in eager mode (logprobs): a compiler must be there.
+ranks = torch.compile(lambda x, y: (x >= y).sum(-1))(torch.randn(4, 8), torch.zeros(4, 1))
+print(f"torch.compile works (inductor, C++ on CPU): {ranks.tolist()}")
 PY
 if [ -n "${LLMD_MODEL_DIR:-}" ]; then
   "$py" -m llmd_ray.engine.tiny --out "$LLMD_MODEL_DIR"

@@ -171,6 +171,7 @@ async def run_benchmark(cfg: BenchConfig, req: RunRequest) -> BenchResult:
     overhead = (req.client_overhead.model_copy() if req.client_overhead else ClientOverhead(method="not measured"))
     overhead.run_cpu_utilization = cpu_util
     overhead.run_loop_lag_p99_ms = float(np.percentile(out.loop_lag_ms, 99)) if out.loop_lag_ms else None
+    overhead.run_gc_pause_max_ms = max(out.gc_pause_ms, default=0.0)
     cfg_dump = cfg.model_dump(mode="json")
     if req.rate is not None:
         cfg_dump["load"]["rate"], cfg_dump["load"]["rates"] = req.rate, None

@@ -124,6 +124,8 @@ class ClientOverhead(_Model):
     tokens_per_request: int | None = None
     run_loop_lag_p99_ms: float | None = Field(
         None, description="During the measured run: p99 of how late the client's event loop woke up (sampled every 50 ms).")
+    run_gc_pause_max_ms: float | None = Field(
+        None, description="During the measured run: the longest pause of the client's cyclic garbage collector.")
     run_cpu_utilization: float | None = Field(None, description=(
         "During the measured run: client process CPU seconds / wall seconds (near 1.0 = "
         "client-bound)."
