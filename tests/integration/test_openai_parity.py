@@ -143,6 +143,17 @@ def vllm_server(tmp_path_factory):
         log.close()
 
 
+def record(case: Case, vllm_status: int, llmd_status: int, verdict: str, detail) -> None:
+    """Print one row of the parity table; with LLMD_PARITY_TABLE=FILE also append it to FILE as markdown
+    (case | vLLM status | llmd-ray status | same/differs | what llmd-ray answered)."""
+    print(f"\nPARITY {case.name}: vLLM {vllm_status} llmd-ray {llmd_status} {verdict} {detail}")
+    path = os.environ.get("LLMD_PARITY_TABLE")
+    if path:
+        with open(path, "a") as f:
+            shown = str(detail)[:80].replace("|", "/")
+            f.write(f"| {case.name} | {vllm_status} | {llmd_status} | {verdict} | {shown} |\n")
+
+
 def ask(base: str, case: Case):
     with httpx.Client(base_url=base, timeout=300) as c:
         if case.body is None and case.raw is None:
@@ -158,16 +169,14 @@ def test_same_answer_as_vllm(case, vllm_server, app):
     ref_r, ref = ask(vllm_server, case)
     got_r, got = ask(app, case)
     if case.by_design:  # an intended difference: vLLM accepts, llmd-ray refuses naming the field
-        print(f"\nPARITY {case.name}: vLLM {ref_r.status_code} llmd-ray {got_r.status_code} differs by design: "
-              f"{case.by_design}")
+        record(case, ref_r.status_code, got_r.status_code, "differs by design", case.by_design)
         extra = sorted(set(case.body) - {"model", "messages", "prompt", "max_tokens", "temperature"})
         assert ref_r.status_code == 200 and got_r.status_code == 400, (ref_r.text[:300], got_r.text[:300])
         assert got.errors and got.errors[0]["param"] == extra[0] and extra[0] in got.errors[0]["message"]
         return
     diffs = differences(ref, got, case.deterministic)
     texts = [c["text"][:40] or c["tool_calls"] for c in got.choices.values()]
-    print(f"\nPARITY {case.name}: vLLM {ref_r.status_code} llmd-ray {got_r.status_code} "
-          f"{'differs' if diffs else 'same'} {texts}")
+    record(case, ref_r.status_code, got_r.status_code, "differs" if diffs else "same", texts)
     assert not diffs, f"{case.name}: vLLM {ref_r.status_code} {ref_r.text[:300]!r}\n" \
                       f"llmd-ray {got_r.status_code} {got_r.text[:300]!r}\n" + "\n".join(diffs)
     if got.errors:  # llmd-ray's error body names the field at fault
@@ -231,8 +240,8 @@ def test_lora_same_answers_as_vllm(vllm_server, lora_app):
         diffs = differences(ref, got, case.deterministic)
         if case.path.endswith("_lora_adapter") and ref_r.status_code != got_r.status_code:  # same status exactly
             diffs.append(f"status {ref_r.status_code} vs {got_r.status_code}")
-        print(f"PARITY {case.name}: vLLM {ref_r.status_code} llmd-ray {got_r.status_code} "
-              f"{'differs' if diffs else 'same'} {[c['text'][:40] for c in got.choices.values()] or got.other}")
+        record(case, ref_r.status_code, got_r.status_code, "differs" if diffs else "same",
+               [c["text"][:40] for c in got.choices.values()] or got.other)
         assert not diffs, f"{case.name}: vLLM {ref_r.text[:300]!r}\nllmd-ray {got_r.text[:300]!r}\n" + "\n".join(diffs)
 
 

@@ -46,7 +46,8 @@ async def test_shared_prefix_run_writes_everything(tok, tmp_path):
     assert data["config"]["workload"]["type"] == "shared_prefix" and data["environment"]["python"]
     assert len(load_records(tmp_path)) == 6 and load_result(tmp_path).run_id == res.run_id
     assert (tmp_path / "ttft_cdf.png").stat().st_size > 1000 and (tmp_path / "timeline.png").exists()
-    assert all("late" in w or "starved" in w for w in res.warnings), res.warnings  # only load-dependent ones
+    load_dependent = ("late", "starved", "client-bound", "host load average")  # what a busy CI host may add
+    assert all(any(k in w for k in load_dependent) for w in res.warnings), res.warnings
 
 
 async def test_multi_turn_counts_chat_template_tokens(tok, tmp_path):
