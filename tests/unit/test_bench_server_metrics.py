@@ -2,7 +2,7 @@
 
 
 from llmd_ray.bench.fake_server import FakeServer
-from llmd_ray.bench.server_metrics import MetricsPoller, match, parse_prometheus
+from llmd_ray.bench.server_metrics import MetricsPoller, match, parse_prometheus, wanted
 
 RAY_TEXT = """# HELP ray_vllm:num_requests_waiting waiting
 # TYPE ray_vllm:num_requests_waiting gauge
@@ -62,3 +62,17 @@ async def test_unreachable_endpoint_counts_errors():
     await p.poll_once()
     tl = await p.stop()
     assert tl.errors == 2 and tl.t_s == [] and tl.prefix_cache_hit_rate is None
+
+
+def test_wanted_filter_keeps_the_timeline_metrics_and_skips_the_rest():
+    noise = "".join(f'ray_serve_deployment_processing_latency_ms_bucket{{le="{i}",replica="r{i}"}} 3\n'
+                    for i in range(20000))
+    everything = parse_prometheus(RAY_TEXT)
+    kept = parse_prometheus(noise + RAY_TEXT, wanted)
+    assert kept and all(s in everything for s in kept)
+    p, q = MetricsPoller("http://x"), MetricsPoller("http://x")
+    p.add(0.0, everything)
+    q.add(0.0, kept)
+    assert p.timeline.per_replica == q.timeline.per_replica and p._counters == q._counters
+    assert not wanted("ray_serve_deployment_processing_latency_ms_bucket")
+    assert wanted("ray_vllm:num_requests_waiting") and wanted("vllm:prefix_cache_hits")
