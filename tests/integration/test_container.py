@@ -61,10 +61,15 @@ def pm():
         p.close()
 
 
+SERVE_STATUS = '[ -f "$HOME/.ray/auth_token" ] && export RAY_AUTH_MODE=token; exec serve status'
+
+
 def app_running(pm: Podman, container: str) -> bool:
     """Serve's own status, read in the container (`serve status`): the app RUNNING means every replica is up."""
     try:
-        status = yaml.safe_load(pm.exec(container, "serve", "status", timeout=60)) or {}
+        # A `serve run` cluster of this Ray enables token auth and writes ~/.ray/auth_token, but the CLI reads
+        # the token only in token mode (RAY_AUTH_MODE=token); without it `serve status` gets 401 forever.
+        status = yaml.safe_load(pm.exec(container, "sh", "-c", SERVE_STATUS, timeout=60)) or {}
     except (RuntimeError, yaml.YAMLError):
         return False
     return ((status.get("applications") or {}).get("default") or {}).get("status") == "RUNNING"
