@@ -1,7 +1,8 @@
 """A multi-host Ray cluster on this machine (``llmd_ray.cluster``): a head and two workers, each in its own network
-namespace on a bridge of the cluster's own, with a private /dev/shm and /tmp. Module-scoped: it is torn down as
-soon as the module's tests are done (the tests are ``own_cluster``, so they run before the shared single-node
-cluster starts). Skips, saying why, where the host cannot make namespaces (not root, no ``ip``/``unshare``).
+namespace on a bridge of the cluster's own, with a private /dev/shm and /tmp. Package-scoped: every module of
+``tests/integration/multihost/`` deploys its own app onto the one cluster (a REST deploy replaces the previous
+module's apps), and it is torn down once the package's tests are done (the tests are ``own_cluster``, so they run
+before the shared single-node cluster starts). Skips, saying why, where the host cannot make namespaces (not root, no ``ip``/``unshare``).
 
 Tests talk to the cluster the way a remote client would: HTTP from the host's namespace to the head's address
 (Serve's proxy, and the dashboard's REST API for ``serve deploy`` and the state API).
@@ -18,7 +19,7 @@ from llmd_ray.cluster import Cluster, ClusterConfig, ClusterUnavailable, preflig
 CONFIG = ClusterConfig(prefix="llmdr", subnet="10.213.7.0/24", workers=2, head_num_cpus=1, worker_num_cpus=1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def cluster():
     reason = preflight(CONFIG.prefix)
     if reason:
