@@ -52,6 +52,7 @@ class OpenAIIngress:
         qos_config: QoSConfig | dict | None = None,
         dispatch: dict | None = None,  # DispatchConfig (serving/dispatch.py)
         models: list[dict] | None = None,  # several models: [{llm, engine, dispatch}] (llm, engine_config unused)
+        routing_state: DeploymentHandle | None = None,  # unused here: binds RoutingState into the app (its routers')
     ):
         self.config = IngressConfig.model_validate(ingress_config or {})
         self.qos = QoSConfig.model_validate(qos_config or {})

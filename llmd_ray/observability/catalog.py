@@ -80,6 +80,8 @@ ROUTER = [
     _m("ray_llmd_router_index_blocks", "gauge", ("index",), "blocks in the router's prefix index (approximate) and its copy of the KV-event index (precise)", _ROUTER),
     _m("ray_llmd_router_kv_index_syncs_total", "counter", ("result",), "syncs with the KVIndex deployment (ok, error, timeout)", _ROUTER, app="tiers"),
     _m("ray_llmd_router_kv_index_staleness_seconds", "gauge", (), "age of the router's copy of the KV-event index", _ROUTER, app="tiers"),
+    _m("ray_llmd_router_shared_decisions_total", "counter", ("kind",), "decisions shared between routers (one per ingress replica): published, merged, unknown_endpoint, skipped, dropped", _ROUTER),
+    _m("ray_llmd_router_shared_syncs_total", "counter", ("result",), "exchanges with the RoutingState deployment (ok, error, timeout)", _ROUTER),
     _m("ray_llmd_router_precise_fallbacks_total", "counter", ("reason",), "decisions routed on the approximate index (precise index missing, stale, error)", _ROUTER, app="tiers"),
 ]
 

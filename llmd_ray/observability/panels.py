@@ -70,6 +70,9 @@ ROUTING = [
     Panel("Precise index staleness", ((f"max({RT}kv_index_staleness_seconds{{{F}}})", "staleness"),), "s",
           "Age of the routers' copy of the KV-event index; above the scorer's limit routing uses the approximate index."),
     Panel("KV-index syncs by result", ((rate(RT + "kv_index_syncs_total", "result", F), "{{result}}"),), "short"),
+    Panel("Decisions shared between routers", ((rate(RT + "shared_decisions_total", "kind", F), "{{kind}}"),
+                                               (rate(RT + "shared_syncs_total", "result", F), "sync {{result}}")), "short",
+          "With several ingress replicas: decisions each router published, and the others' merged into its index."),
     Panel("LoRA adapter loads per replica", ((rate("ray_llmd_lora_loads_total", "replica"), "{{replica}}"),), "short",
           "Adapters loaded into an engine's max_loras slots (vLLM's LRU); adapter-aware routing keeps this low."),
 ]

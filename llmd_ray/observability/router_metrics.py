@@ -9,10 +9,11 @@ from llmd_ray.observability.zero import declare
 FALLBACK_REASONS = ("no_tokens", "none_eligible")
 PRECISE_FALLBACK_REASONS = ("missing", "stale", "error")
 SYNC_RESULTS = ("ok", "error", "timeout")
+SHARED_KINDS = ("published", "merged", "unknown_endpoint", "skipped", "dropped")
 
 
 class RouterMetrics:
-    def __init__(self, precise: bool = False):
+    def __init__(self, precise: bool = False, shared: bool = False):
         from ray.util import metrics
 
         self.decisions = metrics.Counter(
@@ -47,7 +48,20 @@ class RouterMetrics:
             "llmd_router_index_blocks", description="Blocks in the router's prefix index (approximate: per replica, "
             "summed) and in its copy of the KV-event index (precise: distinct blocks).", tag_keys=("index",),
         )
+        self.shared_decisions = metrics.Counter(
+            "llmd_router_shared_decisions", description="Routing decisions shared with the other routers (one per "
+            "ingress replica): published, merged into this router's index, unknown_endpoint (not live here: skipped), "
+            "skipped (the shared log had more than one sync returns), dropped (this router's outbox overflowed).",
+            tag_keys=("kind",),
+        )
+        self.shared_syncs = metrics.Counter(
+            "llmd_router_shared_syncs", description="Exchanges with the RoutingState deployment by result (ok, error, timeout).",
+            tag_keys=("result",),
+        )
         declare(self.fallbacks, [{"reason": r} for r in FALLBACK_REASONS])
+        if shared:
+            declare(self.shared_decisions, [{"kind": k} for k in SHARED_KINDS])
+            declare(self.shared_syncs, [{"result": r} for r in SYNC_RESULTS])
         if precise:
             declare(self.precise_fallbacks, [{"reason": r} for r in PRECISE_FALLBACK_REASONS])
             declare(self.kv_index_syncs, [{"result": r} for r in SYNC_RESULTS])

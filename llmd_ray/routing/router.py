@@ -32,6 +32,7 @@ from llmd_ray.routing.kv_event_index import IndexMirror
 from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.observability.router_metrics import RouterMetrics
 from llmd_ray.routing.scheduler import Scheduler
+from llmd_ray.routing.shared_decisions import DecisionOutbox, PeerSync, merge
 from llmd_ray.routing.types import Endpoint, RoutingRequest, lora_of
 
 logger = logging.getLogger("ray.serve")
@@ -57,7 +58,8 @@ class LLMDRequestRouter(RequestRouter):
 
     def initialize_state(
         self, config: Any = None, block_size: int | None = None, hash_seed: str | None = None,
-        kv_index: str | None = None, kv_index_sync_s: float = 0.2, speculative_ttl_s: float = 5.0, **_,
+        kv_index: str | None = None, kv_index_sync_s: float = 0.2, speculative_ttl_s: float = 5.0,
+        shared_state: str | None = None, shared_state_sync_s: float = 0.1, **_,
     ):
         self._scheduler = Scheduler.from_config(config)
         # Precise index: a local mirror of the app's KVIndex deployment, kept current by a
@@ -81,7 +83,13 @@ class LLMDRequestRouter(RequestRouter):
         self._routing_requests: dict[str, RoutingRequest] = {}  # internal request id -> request
         self._routed: dict[str, tuple[str, str]] = {}  # internal request id -> (request id, endpoint id)
         self._outcomes: dict[str, str] = {}  # internal request id -> affinity outcome of the last decision
-        self._metrics = RouterMetrics(precise=kv_index is not None)
+        # Decisions shared with the other routers (one per ingress replica) through the RoutingState
+        # deployment: published and merged by a thread of their own (shared_decisions.py).
+        self._shared_state = shared_state if self._prefix is not None else None
+        self._shared_state_sync_s = shared_state_sync_s
+        self._outbox = DecisionOutbox() if self._shared_state else None
+        self._peers: PeerSync | None = None
+        self._metrics = RouterMetrics(precise=kv_index is not None, shared=self._outbox is not None)
 
     @property
     def scheduler(self) -> Scheduler:
@@ -94,6 +102,8 @@ class LLMDRequestRouter(RequestRouter):
         t0 = time.perf_counter()
         if self._mirror is not None and self._sync_thread is None:
             self._start_kv_index_sync()
+        if self._outbox is not None and self._peers is None:
+            self._start_shared_sync()
         request = self._routing_request(pending_request, candidate_replicas)
         if request is None:  # not a GenerateRequest (e.g. stats or model_info calls): any replica
             if pending_request is not None and pending_request.metadata.call_method == "generate":
@@ -174,6 +184,45 @@ class LLMDRequestRouter(RequestRouter):
                 self._metrics.kv_index_staleness.set(staleness)
             time.sleep(self._kv_index_sync_s)
 
+    # ------------------------------------------------- shared decisions
+    def _start_shared_sync(self) -> None:
+        loop = asyncio.get_running_loop()
+        timeout, handle = max(1.0, 5 * self._shared_state_sync_s), []
+
+        def exchange(*args):  # in the sync thread (see _start_kv_index_sync)
+            from ray import serve
+
+            handle or handle.append(serve.get_deployment_handle(self._shared_state, app_name=self.app_name))
+            return handle[0].exchange.remote(*args).result(timeout_s=timeout)
+
+        def on_loop(fn):
+            return asyncio.run_coroutine_threadsafe(_call(fn), loop).result(timeout)
+
+        def merge_into(ops):
+            return merge(self._prefix.index, ops, {rid.unique_id for rid in self.curr_replicas})
+
+        self._peers = PeerSync(self._outbox, exchange, on_loop, merge_into)
+        threading.Thread(target=self._sync_shared, args=(loop,), name="llmd-shared-sync", daemon=True).start()
+
+    def _sync_shared(self, loop: asyncio.AbstractEventLoop) -> None:
+        m, dropped = self._metrics.shared_decisions, 0
+        while not loop.is_closed():
+            try:
+                r = self._peers.step()
+                self._metrics.shared_syncs.inc(tags={"result": "ok"})
+                for kind in ("published", "merged", "unknown_endpoint", "skipped"):
+                    if getattr(r, kind):
+                        m.inc(getattr(r, kind), tags={"kind": kind})
+            except TimeoutError:
+                self._metrics.shared_syncs.inc(tags={"result": "timeout"})
+            except Exception as e:
+                self._metrics.shared_syncs.inc(tags={"result": "error"})
+                logger.debug("router: RoutingState exchange failed: %s", e)
+            if self._outbox.dropped > dropped:
+                m.inc(self._outbox.dropped - dropped, tags={"kind": "dropped"})
+                dropped = self._outbox.dropped
+            time.sleep(self._shared_state_sync_s)
+
     def _count_precise_fallbacks(self) -> None:
         for name, counts in self._fallback_counts:
             for reason, n in counts.items():
@@ -199,6 +248,8 @@ class LLMDRequestRouter(RequestRouter):
         self._metrics.decisions.inc(tags={"outcome": self._outcomes.pop(key, "unknown")})
         self._metrics.index_sizes(self._prefix.index if self._prefix is not None else None, self._mirror)
         self._scheduler.on_routed(request, rid)
+        if self._outbox is not None:
+            self._outbox.add(rid, request.block_hashes)
         if self._mirror is not None:  # held until the engine's KV events confirm it (or the TTL passes)
             self._mirror.speculate(rid, request.event_block_hashes, self._speculative_ttl_s)
         self._routed[key] = (request.request_id, rid)
@@ -227,6 +278,8 @@ class LLMDRequestRouter(RequestRouter):
     def _forget(self, rid: str) -> None:
         self._in_flight.pop(rid, None)
         self._scheduler.remove_endpoint(rid)
+        if self._peers is not None:
+            self._peers.endpoint_gone(rid)
         logger.info("router: replica %s removed from routing state", rid)
 
     @staticmethod
@@ -241,4 +294,7 @@ class LLMDRequestRouter(RequestRouter):
         if self._mirror is not None:
             out["kv_index"] = {"epoch": self._mirror.epoch, "seq": self._mirror.seq, "blocks": len(self._mirror.blocks),
                                "staleness_s": self._mirror.staleness_s()}
+        if self._peers is not None:
+            out["shared"] = {"origin": self._peers.origin, "epoch": self._peers.epoch, "since": self._peers.since,
+                             "pending": len(self._outbox), "staleness_s": self._peers.staleness_s()}
         return out

@@ -17,6 +17,7 @@ from llmd_ray.pd.config import PDConfig
 from llmd_ray.serving.ingress import IngressConfig, OpenAIIngress
 from llmd_ray.serving.kv_index import KVIndex
 from llmd_ray.serving.feature import ReplicaFeatures
+from llmd_ray.serving.routing_state import routing_state_deployment
 from llmd_ray.serving.router_args import KV_INDEX_DEPLOYMENT, RouterArgs, request_router_config  # noqa: F401 (re-export)
 from llmd_ray.serving.server import LLMServer
 from llmd_ray.tiers.config import KVTiersConfig
@@ -128,6 +129,7 @@ def model_apps(a: AppArgs) -> list[AppArgs]:
     for i, m in enumerate(a.models):
         fields: dict[str, Any] = {
             "engine": m.engine, "router": m.router or a.router, "ingress": a.ingress, "qos": a.qos,
+            "ingress_replicas": a.ingress_replicas,
             "replica_num_cpus": a.replica_num_cpus if m.replica_num_cpus is None else m.replica_num_cpus,
             "replica_num_gpus": a.replica_num_gpus if m.replica_num_gpus is None else m.replica_num_gpus,
             "max_ongoing_requests": m.max_ongoing_requests or a.max_ongoing_requests}
@@ -160,20 +162,27 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
     a = AppArgs.model_validate(args or {})
     ingress = OpenAIIngress.options(num_replicas=a.ingress_replicas)
     common = (a.ingress.model_dump(), a.qos.model_dump())
+    subs = model_apps(a) if a.models is not None else [a]
+    # Routers sharing decisions (issue 16) reach RoutingState by name; bound to the ingress so it is in the app.
+    shared = {"routing_state": routing_state_deployment()} if any(
+        s.router.shares_decisions(a.ingress_replicas) for s in subs) else {}
     if a.models is None:
         llm, engine, dispatch = _model_backend(a)
-        return ingress.bind(llm, engine, *common, *([dispatch] if dispatch else []))
+        return ingress.bind(llm, engine, *common, *([dispatch] if dispatch else []), **shared)
     specs, first_rank = [], 0
-    for sub in model_apps(a):  # each model's replicas pinned to cores after the earlier models' (cpu.py)
+    for sub in subs:  # each model's replicas pinned to cores after the earlier models' (cpu.py)
         name = "LLMServer-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", sub.engine.name)
         llm, engine, dispatch = _model_backend(sub, name, first_rank)
         specs.append({"llm": llm, "engine": engine, "dispatch": dispatch})
         first_rank += sum(v.max_replicas for v in sub.variants) if sub.variants else sub.num_replicas
-    return ingress.bind(None, None, *common, None, models=specs)
+    return ingress.bind(None, None, *common, None, models=specs, **shared)
 
 
 def _model_backend(a: AppArgs, name: str = "LLMServer", first_rank: int = 0) -> tuple[Any, dict, dict | None]:
     """One model's engine deployment(s), bound: (the ingress's handle or {variant: handle}, engine, dispatch)."""
+    share = a.router.shares_decisions(a.ingress_replicas)
+    if share != a.router.share_decisions:  # resolved: the routers' kwargs say on or off
+        a = a.model_copy(update={"router": a.router.model_copy(update={"share_decisions": share})})
     precise = a.router.uses_precise_index()
     engine = a.engine.model_copy(update={"kv_events": True}) if precise else a.engine
     kv_index = (

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.serve.config import RequestRouterConfig
 
 from llmd_ray.routing.config import parse_config
+from llmd_ray.serving.routing_state import ROUTING_STATE_DEPLOYMENT
 
 
 KV_INDEX_DEPLOYMENT = "KVIndex"
@@ -42,6 +43,24 @@ class RouterArgs(BaseModel):
         "until the engine's KV events (sent after prefill) confirm them; 0 turns it off.",
     )
 
+    share_decisions: bool | None = Field(
+        default=None,
+        description="Share routing decisions between the routers of the ingress replicas (each has its own prefix "
+        "index) through the `RoutingState` deployment: each router publishes its decisions in batches and merges "
+        "the others' into its index, off the routing path, so a prefix routed by one ingress replica is routed to "
+        "the same engine replica by the others. None: on when the app has more than one ingress replica. "
+        "Policy `llmd` only.",
+    )
+    share_decisions_sync_s: float = Field(
+        default=0.1, gt=0, description="How often each router exchanges decisions with the `RoutingState` deployment.",
+    )
+
+    def shares_decisions(self, ingress_replicas: int) -> bool:
+        """Whether routers share decisions in an app with ``ingress_replicas`` ingress replicas."""
+        if self.policy != "llmd":
+            return False
+        return ingress_replicas > 1 if self.share_decisions is None else self.share_decisions
+
     def uses_precise_index(self) -> bool:
         if self.policy != "llmd":
             return False
@@ -67,6 +86,9 @@ def request_router_config(router: RouterArgs) -> RequestRouterConfig:
             "kv_index": KV_INDEX_DEPLOYMENT if router.uses_precise_index() else None,
             "kv_index_sync_s": router.kv_index_sync_s,
             "speculative_ttl_s": router.kv_index_speculative_ttl_s,
+            # build_app resolves share_decisions (None: by the ingress replicas); unresolved here means off
+            "shared_state": ROUTING_STATE_DEPLOYMENT if router.share_decisions else None,
+            "shared_state_sync_s": router.share_decisions_sync_s,
         },
         request_routing_stats_period_s=router.stats_period_s,
     )
