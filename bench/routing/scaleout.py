@@ -141,13 +141,13 @@ def one_run(a: argparse.Namespace, harness: list[str], out: Path, kill: bool) ->
     from llmd_ray.bench.cli import build_parser
     from llmd_ray.bench.flags import config_from_args
     from llmd_ray.bench.report import load_records
-    from llmd_ray.bench.server import ServerProcess
+    from llmd_ray.bench.server import ServerProcess, serve_run_command
 
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "serve.yaml"
     cfg_path.write_text(yaml.safe_dump(serve_config(a.ingress[0], a.share, a.base_url, a.base_config), sort_keys=False))
     bench_cfg = config_from_args(build_parser().parse_args(["run", str(a.workload), "--out", str(out), *harness]))
-    server = ServerProcess(["serve", "run", str(cfg_path)], a.base_url, log_path=out / "server.log").start()
+    server = ServerProcess(serve_run_command(str(cfg_path)), a.base_url, log_path=out / "server.log").start()
     proc = None
     try:
         if kill:
