@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from llmd_ray.errors import ConfigError
+from llmd_ray.kuberay.hosts import tier_shm_bytes
 from llmd_ray.kuberay.spec import RESOURCE_PREFIX
 from llmd_ray.topology.pod import PodSpec, Toleration
 from llmd_ray.topology.variant import Variant
@@ -51,6 +52,8 @@ class WorkerGroup:
     memory: str
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[Toleration] = field(default_factory=list)
+    shm_per_replica: int = 0  # /dev/shm one replica's KV tiers take (hosts.tier_shm_bytes)
+    default_sized: bool = False  # no pod.resources: the renderer adds the /dev/shm volume to the memory
 
     @property
     def ray_resource(self) -> str:
@@ -137,7 +140,8 @@ def group_for(app_name: str, args: dict[str, Any], v: Variant) -> WorkerGroup:
         name=v.name, application=app_name, deployment=v.deployment_name, role=v.role, accelerator=v.accelerator,
         cpus_per_replica=float(cpus), gpus_per_replica=float(gpus), replicas_per_pod=per_pod,
         min_replicas=v.min_replicas, max_replicas=v.max_replicas, initial_replicas=initial, cpu=cpu, memory=memory,
-        node_selector=dict(pod.node_selector), tolerations=list(pod.tolerations))
+        node_selector=dict(pod.node_selector), tolerations=list(pod.tolerations),
+        shm_per_replica=tier_shm_bytes(args) if v.role == "aggregated" else 0, default_sized=pod.resources is None)
 
 
 def worker_groups(serve_cfg: dict[str, Any]) -> list[WorkerGroup]:

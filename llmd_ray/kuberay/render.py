@@ -13,6 +13,9 @@
   pods of the right group.
 - ``serveConfigV2`` from the serve config (see serve_config.py).
 - ``rayStartParams`` values are strings, as the CRD requires.
+- What every pod needs of its host (hosts.py): an in-memory ``/dev/shm`` sized for its object store
+  (``object-store-memory``, set explicitly) and its replicas' shm files, ``PYTHONHASHSEED``, the Serve and
+  metrics ports, ``terminationGracePeriodSeconds`` and, on workers, a preStop hook that drains the Ray node.
 - ``upgradeStrategy``: ``NewClusterWithIncrementalUpgrade`` through the spec's gateway class, else
   ``NewCluster``; the old cluster stays ``rayClusterDeletionDelaySeconds`` (see upgrade_strategy.py).
 """
@@ -24,7 +27,10 @@ from typing import Any
 
 import yaml
 
+from llmd_ray.errors import ConfigError
 from llmd_ray.kuberay.groups import WorkerGroup, worker_groups
+from llmd_ray.kuberay.hosts import (SHM_MOUNT, SHM_VOLUME, check_fits, gib, prestop_command, quantity_bytes,
+                                    shared_store_resources, shared_tier_bytes, shm_needed)
 from llmd_ray.kuberay.image import default_image
 from llmd_ray.kuberay.serve_config import SERVE_PORT, build_serve_config, dump_serve_config, load_serve_config
 from llmd_ray.kuberay.spec import LABEL_PREFIX, ClusterSpec, load_spec
@@ -82,9 +88,15 @@ def _container(spec: ClusterSpec, name: str, cpu: str, memory: str, extra_limits
     return c
 
 
-def _pod_spec(containers: list[dict[str, Any]], volumes: list[dict[str, Any]], node_selector: dict[str, str],
-              tolerations: list[dict[str, Any]]) -> dict[str, Any]:
-    pod: dict[str, Any] = {"containers": containers}
+def _shm(volumes: list[dict[str, Any]], mounts: list[dict[str, Any]], size: str) -> tuple[list, list]:
+    """An in-memory /dev/shm of `size` (a runtime's default is 64 MiB; Ray's object store lives there)."""
+    return ([*volumes, {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": size}}],
+            [*mounts, {"name": SHM_VOLUME, "mountPath": SHM_MOUNT}])
+
+
+def _pod_spec(spec: ClusterSpec, containers: list[dict[str, Any]], volumes: list[dict[str, Any]],
+              node_selector: dict[str, str], tolerations: list[dict[str, Any]]) -> dict[str, Any]:
+    pod: dict[str, Any] = {"containers": containers, "terminationGracePeriodSeconds": spec.termination_grace_s}
     if node_selector:
         pod["nodeSelector"] = dict(sorted(node_selector.items()))
     if tolerations:
@@ -96,6 +108,10 @@ def _pod_spec(containers: list[dict[str, Any]], volumes: list[dict[str, Any]], n
 
 def head_group(spec: ClusterSpec) -> dict[str, Any]:
     volumes, mounts = _model_volumes(spec)  # the ingress tokenizes: it needs the tokenizer files too
+    head = spec.head
+    check_fits("head", head.shm_size, head.object_store_memory, head.resources.memory,
+               shm_needed(quantity_bytes(head.object_store_memory) or 0), "head.shm_size")
+    volumes, mounts = _shm(volumes, mounts, head.shm_size)
     ports = [
         {"name": "gcs-server", "containerPort": 6379},
         {"name": "dashboard", "containerPort": 8265},
@@ -103,24 +119,30 @@ def head_group(spec: ClusterSpec) -> dict[str, Any]:
         {"name": "serve", "containerPort": SERVE_PORT},
         {"name": "metrics", "containerPort": METRICS_PORT},
     ]
-    head = spec.head
     container = _container(spec, "ray-head", head.resources.cpu, head.resources.memory, {}, ports, mounts)
     return {
-        "rayStartParams": {"dashboard-host": "0.0.0.0", "num-gpus": "0", "metrics-export-port": str(METRICS_PORT)},
+        "rayStartParams": {"dashboard-host": "0.0.0.0", "num-gpus": "0", "metrics-export-port": str(METRICS_PORT),
+                           "object-store-memory": str(quantity_bytes(head.object_store_memory))},
         "template": {
             "metadata": {"labels": {**_common_labels(spec), f"{LABEL_PREFIX}/role": "head"}},
-            "spec": _pod_spec([container], volumes, head.node_selector, [t.manifest() for t in head.tolerations]),
+            "spec": _pod_spec(spec, [container], volumes, head.node_selector, [t.manifest() for t in head.tolerations]),
         },
     }
 
 
 def worker_group(spec: ClusterSpec, g: WorkerGroup) -> dict[str, Any]:
-    volumes, mounts = _model_volumes(spec)
-    volumes = [*volumes, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.workers.shm_size}}]
-    mounts = [*mounts, {"name": "dshm", "mountPath": "/dev/shm"}]
-    gpus = {spec.workers.gpu_resource: str(g.gpus_per_pod)} if g.gpus_per_pod else {}
+    w = spec.workers
+    store = quantity_bytes(w.object_store_memory) or 0
+    memory = g.memory
+    if g.default_sized:  # the default size is for the processes: /dev/shm's pages come on top
+        memory = f"{-(-((quantity_bytes(g.memory) or 0) + (quantity_bytes(w.shm_size) or 0)) // (1 << 30))}Gi"
+    check_fits(f"variant {g.name!r}", w.shm_size, w.object_store_memory, memory,
+               shm_needed(store, g.replicas_per_pod, g.shm_per_replica, engines=True), "workers.shm_size")
+    volumes, mounts = _shm(*_model_volumes(spec), w.shm_size)
+    gpus = {w.gpu_resource: str(g.gpus_per_pod)} if g.gpus_per_pod else {}
     ports = [{"name": "serve", "containerPort": SERVE_PORT}, {"name": "metrics", "containerPort": METRICS_PORT}]
-    container = _container(spec, "ray-worker", g.cpu, g.memory, gpus, ports, mounts)
+    container = _container(spec, "ray-worker", g.cpu, memory, gpus, ports, mounts)
+    container["lifecycle"] = {"preStop": {"exec": {"command": prestop_command(spec.termination_grace_s)}}}
     labels = {
         **_common_labels(spec),
         f"{LABEL_PREFIX}/variant": g.name,
@@ -132,11 +154,12 @@ def worker_group(spec: ClusterSpec, g: WorkerGroup) -> dict[str, Any]:
         "replicas": g.initial_pods,
         "minReplicas": g.min_pods,
         "maxReplicas": g.max_pods,
-        "rayStartParams": {"num-gpus": str(g.gpus_per_pod), "metrics-export-port": str(METRICS_PORT)},
+        "rayStartParams": {"num-gpus": str(g.gpus_per_pod), "metrics-export-port": str(METRICS_PORT),
+                           "object-store-memory": str(store)},
         "resources": {g.ray_resource: str(g.replicas_per_pod)},
         "template": {
             "metadata": {"labels": labels},
-            "spec": _pod_spec([container], volumes, g.node_selector, [t.manifest() for t in g.tolerations]),
+            "spec": _pod_spec(spec, [container], volumes, g.node_selector, [t.manifest() for t in g.tolerations]),
         },
     }
 
@@ -145,6 +168,7 @@ def render_rayservice(spec: ClusterSpec, serve_cfg: dict[str, Any], serve_config
     """The RayService document (a plain dict) for `spec` and the loaded serve config."""
     serve_v2 = build_serve_config(spec, serve_cfg)
     groups = worker_groups(serve_v2)  # from the variants the app is built from: one model, one source
+    _check_shared_tier(spec, serve_v2)
     if spec.image is None:  # what `make image-gpu` / `make image` build
         spec = spec.model_copy(update={"image": default_image(gpu=any(x.gpus_per_pod for x in groups))})
     return {
@@ -175,6 +199,20 @@ def render_rayservice(spec: ClusterSpec, serve_cfg: dict[str, Any], serve_config
             },
         },
     }
+
+
+def _check_shared_tier(spec: ClusterSpec, serve_v2: dict[str, Any]) -> None:
+    """Every pod the SharedKVStore may land on (any, without ``shared_store_resources``) holds its budget."""
+    head, workers = quantity_bytes(spec.head.object_store_memory) or 0, quantity_bytes(spec.workers.object_store_memory) or 0
+    for app in serve_v2.get("applications") or []:
+        args = app.get("args") or {}
+        need = shared_tier_bytes(args)
+        smallest = workers if shared_store_resources(args) else min(head, workers)  # the head advertises none
+        if need > smallest:
+            raise ConfigError(f"application {app.get('name', 'default')!r}: kv_tiers.shared_bytes ({gib(need)}) exceeds "
+                              f"the object store of a pod the SharedKVStore may land on ({gib(smallest)}); raise "
+                              "head.object_store_memory / workers.object_store_memory (and shm_size)",
+                              param="head.object_store_memory")
 
 
 def render_spec_file(spec_path: str | Path, repo_root: str | Path | None = None, *,

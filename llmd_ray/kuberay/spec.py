@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmd_ray.errors import ConfigError
+from llmd_ray.kuberay.hosts import MIN_TERMINATION_GRACE_S
 from llmd_ray.kuberay.upgrade_strategy import UpgradeSpec
 from llmd_ray.topology.pod import PodResources, Toleration, quantity
 
@@ -116,15 +117,27 @@ class HeadSpec(_Model):
                                     description="CPU and memory of the head pod.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="nodeSelector of the head pod.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations of the head pod.")
+    shm_size: str = Field("4Gi", description="Size of the head pod's in-memory /dev/shm (it holds the object store).")
+    object_store_memory: str = Field("2Gi", description="Ray object store of the head pod (rayStartParams "
+                                     "object-store-memory); must fit in shm_size, and hold kv_tiers.shared_bytes "
+                                     "when the shared KV store may land here.")
+
+    @field_validator("shm_size", "object_store_memory")
+    @classmethod
+    def _q(cls, v: str) -> str:
+        return quantity(v)
 
 
 class WorkersSpec(_Model):
     """What every worker group shares (each group's size, pods and placement come from its variant)."""
 
     gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource name of the GPUs.")
-    shm_size: str = Field("8Gi", description="Size of the in-memory /dev/shm volume (vLLM and NCCL use shared memory).")
+    shm_size: str = Field("8Gi", description="Size of the in-memory /dev/shm volume of every worker pod: the object "
+                          "store, each replica's KV-tier pool, P/D handoff files and NCCL segments (hosts.py).")
+    object_store_memory: str = Field("4Gi", description="Ray object store of every worker pod (rayStartParams "
+                                     "object-store-memory), inside shm_size: P/D KV payloads and shared-tier blocks.")
 
-    @field_validator("shm_size")
+    @field_validator("shm_size", "object_store_memory")
     @classmethod
     def _q(cls, v: str) -> str:
         return quantity(v)
@@ -162,6 +175,9 @@ class ClusterSpec(_Model):
     autoscaler: AutoscalerSpec = Field(default_factory=AutoscalerSpec, description="The in-tree Ray autoscaler (v2).")
     upgrade: UpgradeSpec = Field(default_factory=UpgradeSpec, description="How a new version is rolled out "
                                  "(upgradeStrategy: incremental through a Gateway with gateway_class, else NewCluster).")
+    termination_grace_s: int = Field(
+        120, ge=MIN_TERMINATION_GRACE_S, description="terminationGracePeriodSeconds of every pod: a worker pod's "
+        "preStop drains its Ray node for this long (minus 10 s) so Serve moves its replicas and streams off it.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables of every Ray container.")
     labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on the RayService and its pods.")
 

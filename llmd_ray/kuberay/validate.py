@@ -13,13 +13,15 @@ serveConfigV2 is an opaque string to the CRD, so it gets checks of its own:
    enough room for the deployment's most replicas;
 5. llmd-ray applications carry PYTHONHASHSEED in ``runtime_env.env_vars``.
 
+Every group's pods get the checks of what a pod needs of its host (pod_checks.py): /dev/shm, the
+object store, PYTHONHASHSEED, ports, the termination grace period and the workers' preStop drain.
+
 ``spec.upgradeStrategy`` gets KubeRay's own rules (upgrade_strategy.check_upgrade_strategy).
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +32,8 @@ from llmd_ray.kuberay.crd import CRDRegistry, format_path
 from llmd_ray.kuberay.serve_config import PD_MOVED, REMOVED_BUILDERS
 from llmd_ray.kuberay.spec import RESOURCE_PREFIX
 from llmd_ray.kuberay.upgrade_strategy import check_upgrade_strategy
-from llmd_ray.kuberay.wiring import Request, deployment_requests
+from llmd_ray.kuberay.pod_checks import check_pods
+from llmd_ray.kuberay.wiring import Request, deployment_requests, group_resources
 
 # import_path -> "module:Model" of its args. Only these builders' args are checked.
 KNOWN_BUILDERS = {
@@ -69,7 +72,17 @@ def validate_document(doc: Any, registry: CRDRegistry, *, serve_schema: bool = T
             problems += validate_serve_config_text(text, groups if isinstance(groups, list) else [], serve_schema=serve_schema)
         elif text is None:
             problems.append(Problem(SERVE_PATH, "missing: llmd-ray RayServices carry their serve config here"))
+        if isinstance(spec, dict):  # what each pod needs of its host (hosts.py)
+            problems += [Problem(path, msg) for path, msg in check_pods(spec, _serve_config_or_none(text))]
     return problems
+
+
+def _serve_config_or_none(text: Any) -> dict[str, Any] | None:
+    try:
+        cfg = yaml.safe_load(text) if isinstance(text, str) else None
+    except yaml.YAMLError:
+        return None
+    return cfg if isinstance(cfg, dict) else None
 
 
 def validate_serve_config_text(text: str, worker_groups: list[dict[str, Any]], *, serve_schema: bool = True) -> list[Problem]:
@@ -141,26 +154,6 @@ def check_hash_seed(app: dict[str, Any], prefix: str) -> list[Problem]:
         return [Problem(f"{prefix}.runtime_env.env_vars.PYTHONHASHSEED",
                         "missing: KV-event block hashes differ between processes without a fixed seed")]
     return []
-
-
-def group_resources(group: dict[str, Any]) -> dict[str, float]:
-    """Custom Ray resources a worker group advertises per pod (top-level `resources`, else rayStartParams)."""
-    top = group.get("resources")
-    if isinstance(top, dict) and top:
-        raw: dict[str, Any] = top
-    else:
-        text = ((group.get("rayStartParams") or {}).get("resources")) or ""
-        try:
-            raw = json.loads(json.loads(text) if text.startswith('"') else text) if text else {}
-        except (ValueError, TypeError):
-            raw = {}
-    out = {}
-    for k, v in raw.items():
-        try:
-            out[k] = float(v)
-        except (TypeError, ValueError):
-            continue
-    return out
 
 
 def _group_gpus(group: dict[str, Any]) -> float:

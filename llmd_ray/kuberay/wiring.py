@@ -9,6 +9,7 @@ bounds, as Serve does. Entries of other deployments are read as they are.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,4 +75,24 @@ def deployment_requests(app: dict[str, Any], prefix: str) -> list[Request]:
             continue
         out.append(Request(name, f"{prefix}.deployments[{di}].ray_actor_options", dict(opts.get("resources") or {}),
                            _gpus(opts.get("num_gpus")), _entry_max(entry)))
+    return out
+
+
+def group_resources(group: dict[str, Any]) -> dict[str, float]:
+    """Custom Ray resources a worker group advertises per pod (top-level `resources`, else rayStartParams)."""
+    top = group.get("resources")
+    if isinstance(top, dict) and top:
+        raw: dict[str, Any] = top
+    else:
+        text = ((group.get("rayStartParams") or {}).get("resources")) or ""
+        try:
+            raw = json.loads(json.loads(text) if text.startswith('"') else text) if text else {}
+        except (ValueError, TypeError):
+            raw = {}
+    out = {}
+    for k, v in raw.items():
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            continue
     return out

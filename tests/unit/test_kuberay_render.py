@@ -56,15 +56,15 @@ def test_one_worker_group_per_variant_with_its_hardware():
 
 
 def test_a_variant_without_pod_resources_gets_pods_sized_for_its_replica():
-    # l4-decode: 1 CPU (the app's default), 1 GPU -> 1 + 1 CPUs, 4Gi per CPU + 16Gi per GPU
+    # l4-decode: 1 CPU (the app's default), 1 GPU -> 1 + 1 CPUs, 4Gi per CPU + 16Gi per GPU + the 8Gi /dev/shm
     doc, _ = rendered()
     l4 = doc["spec"]["rayClusterConfig"]["workerGroupSpecs"][1]
-    assert l4["template"]["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "2", "memory": "24Gi", "nvidia.com/gpu": "1"}
+    assert l4["template"]["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "2", "memory": "32Gi", "nvidia.com/gpu": "1"}
     cfg = copy.deepcopy(PD_APP)
     cfg["applications"][0]["args"]["replica_num_cpus"] = 2.5
     del cfg["applications"][0]["args"]["variants"][1]["pod"]
     l4 = rendered(cfg=cfg)[0]["spec"]["rayClusterConfig"]["workerGroupSpecs"][1]
-    assert l4["template"]["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "4", "memory": "32Gi", "nvidia.com/gpu": "1"}
+    assert l4["template"]["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "4", "memory": "40Gi", "nvidia.com/gpu": "1"}
     assert "nodeSelector" not in l4["template"]["spec"]
 
 
