@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from llmd_ray.cluster.config import ClusterConfig
-from llmd_ray.cluster.netns import (ClusterSetupError, Removed, owned_links, owned_netns, preflight, run,
-                                    subnet_conflict, teardown)
+from llmd_ray.cluster.netns import (ClusterSetupError, Removed, kill_netns_processes, netns_pids, owned_links,
+                                    owned_netns, preflight, run, subnet_conflict, teardown)
 from llmd_ray.cluster.plan import (NodePlan, Plan, bridge_commands, make_plan, node_argv, node_network_commands,
                                    nsenter_argv)
 
@@ -203,6 +203,34 @@ class Cluster:
         """Node name -> Ray node id."""
         by_ip = self.alive_nodes()
         return {n.name: by_ip[str(n.ip)] for n in self.plan.nodes if str(n.ip) in by_ip}
+
+    def kill_node(self, node: str) -> int:
+        """Lose worker ``node`` as a crashed host is lost: SIGKILL every process in its namespace at once (its
+        raylet, workers and their engine processes); returns how many. Its namespace, address and run dir stay
+        for ``restart_node``; the GCS finds the node dead by its health checks."""
+        plan_node = self.plan.node(node)
+        if plan_node.is_head:
+            raise ValueError("kill_node: the head holds the GCS; only a worker node can be lost and restarted")
+        killed = kill_netns_processes([plan_node.netns], grace_s=0, term=False)
+        proc = self._procs.pop(node, None)
+        if proc is not None:
+            proc.wait(timeout=10)
+        self._pids.pop(node, None)
+        return killed
+
+    def restart_node(self, node: str, timeout_s: float | None = None) -> str:
+        """Start a killed worker again in its namespace, once the GCS has marked the old node dead (a new Ray
+        node on the same address); returns its new Ray node id."""
+        plan_node, ip = self.plan.node(node), str(self.plan.node(node).ip)
+        if netns_pids(plan_node.netns):
+            raise ClusterSetupError(f"restart_node: {node} still has processes; kill_node({node!r}) first")
+        timeout_s = timeout_s or self.config.start_timeout_s
+        wait_until(lambda: ip not in self.alive_nodes(), timeout_s, f"the GCS to mark {node} dead", period_s=0.5)
+        self._start(plan_node)
+        new_id = wait_until(lambda: self.alive_nodes().get(ip), timeout_s, f"{node} to rejoin", self._check_alive,
+                            period_s=0.5)
+        self._write_state()
+        return new_id
 
     def node_pid(self, node: str) -> int:
         if node not in self._pids:

@@ -101,21 +101,23 @@ def _signal(pids: list[int], sig: int) -> None:
             pass
 
 
-def kill_netns_processes(netns_names: list[str], grace_s: float = 3.0) -> int:
+def kill_netns_processes(netns_names: list[str], grace_s: float = 3.0, term: bool = True) -> int:
     """SIGTERM every process in the namespaces, SIGKILL what is left after ``grace_s``; returns how many.
 
     Some of Ray's processes (``ray start --block``, the GCS, the autoscaler monitor, the runtime-env agent) are
     still there 10 s after a SIGTERM; nothing of a test node needs a graceful exit (its /dev/shm and /tmp go
-    with it), so the grace is short."""
+    with it), so the grace is short. ``term=False``: SIGKILL at once, no process gets to say goodbye (a node
+    lost, as a crashed host is: its raylet never tells the GCS it is leaving)."""
     pids = [p for ns in netns_names for p in netns_pids(ns)]
     if not pids:
         return 0
-    _signal(pids, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not any(netns_pids(ns) for ns in netns_names):
-            return len(pids)
-        time.sleep(0.2)
+    if term:
+        _signal(pids, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not any(netns_pids(ns) for ns in netns_names):
+                return len(pids)
+            time.sleep(0.2)
     deadline = time.monotonic() + 10.0  # SIGKILL until empty: a survivor would keep its namespace alive unnamed
     while left := [p for ns in netns_names for p in netns_pids(ns)]:
         if time.monotonic() > deadline:
