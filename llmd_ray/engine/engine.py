@@ -224,6 +224,7 @@ class Engine:
                 prefix_queries=pc.queries if pc else 0,
                 prefix_hits=pc.hits if pc else 0,
             )
+            self._recorder.record_connector(scheduler_stats.kv_connector_stats)  # None: no transfer this step
             if self.lora_slots is not None:
                 self._recorder.record_lora(self.lora_slots, scheduler_stats.running_lora_adapters)
         if iteration_stats is not None:

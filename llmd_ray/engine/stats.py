@@ -33,6 +33,10 @@ class EngineStats:
     lora_adapters: tuple[str, ...] = ()
     max_loras: int = 0
     lora_loads: int = 0
+    # The KV connector's transfer counters, cumulative: each of vLLM's per-step KVConnectorStats series summed
+    # (NIXL: bytes_transferred, num_failed_transfers, ...; ShmConnector: loaded_blocks, load_failed_blocks, ...),
+    # keyed "<field>" or, under a MultiConnector, "<connector>.<field>".
+    kv_connector: dict[str, float] = field(default_factory=dict)
     updated_at: float = field(default_factory=time.time)
 
     @property
@@ -79,6 +83,12 @@ class StatsRecorder:
         s.finished_requests += len(finish_reasons)
         s.aborted_requests += sum(1 for r in finish_reasons if r == "abort")
 
+    def record_connector(self, data: dict | None) -> None:
+        """Add one step's KV connector stats (``SchedulerStats.kv_connector_stats``, series of numbers)."""
+        totals = self.stats.kv_connector
+        for key, value in connector_sums(data or {}).items():
+            totals[key] = totals.get(key, 0) + value
+
     def record_lora(self, slots: "LoraSlots", running: Iterable[str]) -> int:
         """One engine step ran ``running`` adapters: update ``slots`` and the stats; returns the loads."""
         loads = slots.step(running)
@@ -91,7 +101,24 @@ class StatsRecorder:
         self.stats.aborted_requests += 1
 
     def snapshot(self) -> EngineStats:
-        return replace(self.stats)
+        return replace(self.stats, kv_connector=dict(self.stats.kv_connector))
+
+
+def connector_sums(data: dict, prefix: str = "") -> dict[str, float]:
+    """Each numeric series (or number) of a KV connector stats payload, summed; nested payloads (a
+    MultiConnector's, one per connector) flattened as ``<connector>.<field>``. Anything else is ignored."""
+    out: dict[str, float] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(connector_sums(value, name + "."))
+        elif isinstance(value, bool):
+            out[name] = float(value)
+        elif isinstance(value, (int, float)):
+            out[name] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
+            out[name] = sum(value)
+    return out
 
 
 @dataclass(slots=True)

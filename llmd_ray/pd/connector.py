@@ -38,6 +38,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 )
 
 from llmd_ray.pd import shm
+from llmd_ray.pd.connector_stats import ShmConnectorStats
 from llmd_ray.pd.handoff import EXPORT_ERROR_KEY, EXPORT_KEY, ExportRequest, KVHandoff, token_digest
 from llmd_ray.kv.layout import KVLayout, gather_blocks, scatter_blocks
 from llmd_ray.kv.plan import BlockRange, block_slots, plan_export, plan_import
@@ -91,6 +92,7 @@ class ShmConnector(KVConnectorBase_V1):
         self._caches: dict[str, np.ndarray] = {}
         self._layout: KVLayout | None = None
         self._failed_blocks: set[int] = set()
+        self._xfer = ShmConnectorStats()
 
     # ================================================================ scheduler
     def bind_kv_cache_manager(self, kv_cache_manager) -> None:
@@ -207,7 +209,9 @@ class ShmConnector(KVConnectorBase_V1):
             except Exception as e:  # missing, truncated or foreign buffer: vLLM recomputes these blocks
                 logger.warning("request %s: KV load failed (%s); its blocks will be recomputed", op.request_id, e)
                 self._failed_blocks.update(op.block_ids)
+                self._xfer.add("load_failed_blocks", len(op.block_ids))
                 continue
+            self._xfer.add("loaded_blocks", len(op.block_ids))
             logger.debug("request %s: loaded %d blocks in %.2f ms", op.request_id, len(op.block_ids),
                          1e3 * (time.perf_counter() - t0))
 
@@ -246,6 +250,7 @@ class ShmConnector(KVConnectorBase_V1):
                 for i, cache in enumerate(self._caches.values()):
                     gather_blocks(cache, op.block_ids, self._layout, out=buf[i])
                 shm.publish(op.path, buf)
+                self._xfer.add("exported_blocks", len(op.block_ids))
             except Exception:
                 logger.exception("request %s: KV export failed", op.request_id)
                 shm.remove_file(op.path)
@@ -256,6 +261,13 @@ class ShmConnector(KVConnectorBase_V1):
     def get_block_ids_with_load_errors(self) -> set[int]:
         failed, self._failed_blocks = self._failed_blocks, set()
         return failed
+
+    def get_kv_connector_stats(self) -> ShmConnectorStats | None:
+        return self._xfer.take()
+
+    @classmethod
+    def build_kv_connector_stats(cls, data: dict[str, Any] | None = None) -> ShmConnectorStats:
+        return ShmConnectorStats.from_data(data)
 
 
 def _cpu_isa(dtype, block_size: int, head_size: int) -> str:

@@ -269,5 +269,6 @@ def shared_kv_store(tiers: KVTiersConfig, kv_index: Any):
     from llmd_ray.tiers.shared_store import SharedKVStore
 
     return serve.deployment(SharedKVStore).options(
-        name=SHARED_KV_STORE_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000,
+        name=SHARED_KV_STORE_DEPLOYMENT, num_replicas=1, max_ongoing_requests=1000,
+        ray_actor_options={"num_cpus": 0, **({"resources": tiers.shared_store_resources} if tiers.shared_store_resources else {})},
     ).bind(tiers.shared_bytes, kv_index)

@@ -31,6 +31,11 @@ class KVTiersConfig(BaseModel):
     disk_bytes: int = Field(default=1024 * MiB, ge=0, description="Local tier: disk spill budget per replica, bytes.")
     shared: bool = Field(default=False, description="Run the shared tier: blocks in the Ray object store, owned by the SharedKVStore actor.")
     shared_bytes: int = Field(default=512 * MiB, ge=0, description="Shared tier: object-store budget for the whole cluster, bytes (LRU).")
+    shared_store_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Shared tier: custom Ray resources placing the SharedKVStore actor, which owns every shared "
+        "block (its node's object store holds them all), e.g. a node with a large object store; empty: anywhere.",
+    )
     min_load_blocks: int = Field(
         default=2, ge=1,
         description="Load from the tiers only runs of at least this many blocks (below it, recomputing is cheaper: "

@@ -37,3 +37,14 @@ def test_connector_config_and_pd_chain():
     chained = with_pd({"kv_connector": "PD", "kv_load_failure_policy": "recompute"}, tiers)
     names = [c["kv_connector"] for c in chained["kv_connector_extra_config"]["connectors"]]
     assert chained["kv_connector"] == "MultiConnector" and names == ["PD", "TieredConnector"]  # P/D first
+
+
+def test_shared_store_placed_by_custom_resources():
+    from llmd_ray.serving.app import shared_kv_store
+
+    def actor_options(**fields):
+        app = shared_kv_store(KVTiersConfig(shared=True, **fields), None)
+        return app._bound_deployment.ray_actor_options
+
+    assert actor_options() == {"num_cpus": 0}  # anywhere
+    assert actor_options(shared_store_resources={"node-head": 0.01}) == {"num_cpus": 0, "resources": {"node-head": 0.01}}

@@ -25,3 +25,20 @@ def test_snapshot_is_a_copy():
     r.record_scheduler(num_waiting=5, num_running=0, kv_cache_usage=0.1, prefix_queries=0, prefix_hits=0)
     assert snap.num_waiting == 0 and r.snapshot().num_waiting == 5
     assert r.snapshot().prefix_cache_hit_rate == 0.0
+
+
+def test_connector_stats_are_summed_per_series_and_flattened_per_connector():
+    from llmd_ray.engine.stats import connector_sums
+
+    r = StatsRecorder()
+    r.record_connector(None)  # a step without a transfer
+    r.record_connector({"bytes_transferred": [100, 50], "num_failed_transfers": [], "transfer_duration": [0.5]})
+    r.record_connector({"bytes_transferred": [25], "num_failed_transfers": [1], "note": "text", "mixed": [1, "x"]})
+    s = r.snapshot()
+    assert s.kv_connector == {"bytes_transferred": 175, "num_failed_transfers": 1, "transfer_duration": 0.5}
+    r.record_connector({"bytes_transferred": [1]})
+    assert s.kv_connector["bytes_transferred"] == 175  # the snapshot is a copy
+    nested = {"ShmConnector": {"loaded_blocks": [3, 4]}, "TieredConnector": {"hits": 2, "on": True}}
+    assert connector_sums(nested) == {"ShmConnector.loaded_blocks": 7, "TieredConnector.hits": 2,
+                                      "TieredConnector.on": 1.0}
+    assert r.snapshot().as_dict()["kv_connector"]["bytes_transferred"] == 176

@@ -1,7 +1,8 @@
 """The shared KV tier across hosts (issue 16 item 2): an engine on worker w1 computes a prompt, its replica uploads
 the blocks to the shared tier (the SharedKVStore actor's objects in Ray's object store); the same prompt then
-served by the engine on worker w2, which never saw it, takes its cached tokens from the shared tier (fetched from
-another node's object store into w2's private /dev/shm), with the same greedy output.
+served by the engine on worker w2, which never saw it, takes its cached tokens from the shared tier (the store pinned
+on the head: w1's blocks go to the head's object store, w2 pulls them from there into its private /dev/shm), with
+the same greedy output, the blocks loaded by w2's connector from the shared tier.
 
 One REST deploy for the module: an aggregated variant per worker with KV tiers (host-memory pool + shared tier).
 """
@@ -32,7 +33,7 @@ def serve_config(plan) -> dict:
     args = {
         "engine": {"model": MODEL, "max_model_len": 2048, "num_kv_blocks": 17},
         "kv_tiers": {"memory_bytes": 8 * BLOCK_RECORD, "shared": True, "shared_bytes": 100 * BLOCK_RECORD,
-                     "min_load_blocks": 1},
+                     "min_load_blocks": 1, "shared_store_resources": {node_resource("head"): 0.01}},
         "variants": [{"name": w.name, "resources": {node_resource(w.name): 0.5}} for w in plan.workers],
     }
     return {"proxy_location": "HeadOnly", "http_options": {"host": str(plan.head.ip), "port": plan.serve_port},
@@ -98,8 +99,10 @@ def test_prefix_computed_on_w1_is_served_on_w2_from_the_shared_tier(cluster, app
     assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == 5 * BLOCK
     _, w2_after = owner_stats(cluster, "w2")
     gained = {k: w2_after.get(k, 0) - w2_before.get(k, 0) for k in ("hit_blocks_shared", "loaded_bytes_shared")}
-    assert gained["hit_blocks_shared"] == 5, (w2_before, w2_after)
+    assert gained["hit_blocks_shared"] == 5, (w2_before, w2_after)  # offered by the scheduler
+    assert gained["loaded_bytes_shared"] == 5 * (BLOCK_RECORD - 2048), (w2_before, w2_after)  # loaded by the worker
     (w2_tiers, store) = call_deployments(cluster, [(APP, "LLMServer-w2", "tier_stats", []),
                                                    (APP, "SharedKVStore", "stats", [])])
     assert w2_tiers["shared"]["fetched_blocks"] >= 5 and w2_tiers["shared"]["errors"] == 0, w2_tiers["shared"]
-    print(f"shared store on node {store['node_id'][:12]}; nodes {cluster.node_ids()}")
+    assert store["node_id"] == cluster.node_ids()["head"]  # w1 wrote to another host, w2 read from another host
+    assert store["puts"] >= 5 and store["hits"] >= 5, store

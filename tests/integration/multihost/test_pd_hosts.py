@@ -80,22 +80,34 @@ def test_prefill_on_w1_decode_on_w2(cluster, apps):
 @pytest.mark.parametrize("transport", list(TRANSPORTS))
 def test_token_identical_to_aggregated_across_hosts(cluster, apps, baseline, transport):
     app = TRANSPORTS[transport]
-    (before,) = call_deployments(cluster, [(app, "LLMServer-decode", "pd_stats", [])])
+    probes = [(app, "LLMServer-decode", "pd_stats", []), (app, "LLMServer-decode", "stats", []),
+              (app, "LLMServer-prefill", "stats", [])]
+    before, dec0, pre0 = call_deployments(cluster, probes)
     moved = {}
     for n, p in PROMPTS.items():
         out = complete(f"{apps}/{app}", p, stream=n % 2 == 1)  # streamed and not
         moved[n] = out
         assert out["text"] == baseline[n]["text"], f"{n}-token prompt: P/D across hosts differs from aggregated"
         assert out["finish"] == baseline[n]["finish"]
-    (after,) = call_deployments(cluster, [(app, "LLMServer-decode", "pd_stats", [])])
+    after, dec1, pre1 = call_deployments(cluster, probes)
     counts = {k: v - before["counts"].get(k, 0) for k, v in after["counts"].items()}
     assert counts.get("decision.local.nothing_to_transfer", 0) == 1, counts  # the 100-token prompt
     assert counts.get("decision.split.policy_always", 0) == len(PROMPTS) - 1, counts
     assert counts.get("handoffs", 0) == len(PROMPTS) - 1, counts
     assert not any(k.startswith("fallback.") for k in counts), counts
-    if transport == "object_store":  # the bytes the decode replica received from the other host
-        blocks = sum((n - 1) // 128 for n in LENGTHS if n > 128)
+    # What the engines' connectors moved (a load that failed would be recomputed silently: same tokens).
+    moved_by = lambda a, b, k: b["kv_connector"].get(k, 0) - a["kv_connector"].get(k, 0)  # noqa: E731
+    blocks = sum((n - 1) // 128 for n in LENGTHS if n > 128)
+    if transport == "object_store":  # the bytes the decode replica received from the other host, and loaded
         assert after["handoff_bytes"] - before["handoff_bytes"] == blocks * BLOCK_BYTES
+        assert moved_by(pre0, pre1, "exported_blocks") == blocks, pre1["kv_connector"]
+        assert moved_by(dec0, dec1, "loaded_blocks") == blocks, dec1["kv_connector"]
+        assert moved_by(dec0, dec1, "load_failed_blocks") == 0, dec1["kv_connector"]
+    else:  # NIXL read the blocks out of the prefill engine on w1, over the bridge
+        every = sum(-(-n // 128) for n in LENGTHS if n > 128)  # NIXL moves the prompt's last, partial block too
+        assert moved_by(dec0, dec1, "bytes_transferred") == every * BLOCK_BYTES, dec1["kv_connector"]
+        for k in ("num_failed_transfers", "num_failed_handshakes", "num_kv_expired_reqs"):
+            assert moved_by(dec0, dec1, k) == 0, dec1["kv_connector"]
     for node in ("w1", "w2"):  # each node's private /dev/shm: nothing handed over is left behind
         root = node_path(cluster, node, "/dev/shm/llmd-kv")
         left = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
