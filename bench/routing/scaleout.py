@@ -129,7 +129,8 @@ def killer() -> int:
     return 0
 
 
-async def _kill_after(delay_s: float, proc: subprocess.Popen) -> dict:
+async def _kill_after(started: asyncio.Event, delay_s: float, proc: subprocess.Popen) -> dict:
+    await started.wait()
     await asyncio.sleep(delay_s)
     proc.stdin.write("kill\n")
     proc.stdin.flush()
@@ -141,6 +142,7 @@ def one_run(a: argparse.Namespace, harness: list[str], out: Path, kill: bool) ->
     from llmd_ray.bench.cli import build_parser
     from llmd_ray.bench.flags import config_from_args
     from llmd_ray.bench.report import load_records
+    from llmd_ray.bench.runner import Runner
     from llmd_ray.bench.server import ServerProcess, serve_run_command
 
     out.mkdir(parents=True, exist_ok=True)
@@ -158,9 +160,25 @@ def one_run(a: argparse.Namespace, harness: list[str], out: Path, kill: bool) ->
                 raise RuntimeError(f"killer: {ready}")
 
         async def go():
-            run = asyncio.ensure_future(run_benchmark(bench_cfg, RunRequest(a.base_url, out, progress=False)))
-            killed = await _kill_after(a.kill_at, proc) if kill else None
-            return await run, killed
+            started, calls, plain = asyncio.Event(), [], Runner.run
+
+            async def run(self, jobs):  # the harness's runs: the warmup's (if any), then the measured one
+                calls.append(len(jobs))
+                if len(calls) == (2 if bench_cfg.warmup_requests else 1):
+                    started.set()
+                return await plain(self, jobs)
+
+            Runner.run = run
+            try:
+                killer_task = asyncio.ensure_future(_kill_after(started, a.kill_at, proc)) if kill else None
+                result = await run_benchmark(bench_cfg, RunRequest(a.base_url, out, progress=False))
+                if killer_task is not None and not killer_task.done():
+                    raise RuntimeError(f"the run ended before --kill-at {a.kill_at} s: lower it or send more requests")
+                return result, killer_task.result() if killer_task is not None else None
+            finally:
+                Runner.run = plain
+                if kill and not killer_task.done():
+                    killer_task.cancel()
 
         result, killed = asyncio.run(go())
     finally:
