@@ -16,7 +16,9 @@ import pytest
 
 from llmd_ray.cluster import Cluster, ClusterConfig, ClusterUnavailable, preflight, teardown
 
-CONFIG = ClusterConfig(prefix="llmdr", subnet="10.213.7.0/24", workers=2, head_num_cpus=1, worker_num_cpus=1)
+# `worker: 1` on each worker: a deployment of engines that may run on any worker but not on the head asks for it.
+CONFIG = ClusterConfig(prefix="llmdr", subnet="10.213.7.0/24", workers=2, head_num_cpus=1, worker_num_cpus=1,
+                       worker_resources={"worker": 1})
 
 
 @pytest.fixture(scope="package")
