@@ -19,7 +19,7 @@ from typing import Any
 
 from llmd_ray.engine import lifeline
 from llmd_ray.engine.config import EngineConfig
-from llmd_ray.engine.cpu import allowed_cpus, cpu_bind_value
+from llmd_ray.engine.cpu import bind_replica
 from llmd_ray.engine.latency import LatencyLog, timed
 from llmd_ray.engine.stats import EngineStats, LoraSlots, StatsRecorder
 from llmd_ray.engine import vllm_call
@@ -70,9 +70,8 @@ class Engine:
         ``kv_events_config`` endpoint and topic) on top of ``config.engine_args``.
         """
         device = config.resolved_device(_platform_is_gpu())
-        cpu_bind = None
-        if device == "cpu":
-            cpu_bind = cpu_bind_value(config.cpu_bind, replica_rank, config.cpu_cores_per_replica, allowed_cpus())
+        cpu_bind, claim = (bind_replica(config.cpu_bind, replica_rank, config.cpu_cores_per_replica)
+                           if device == "cpu" else (None, None))
         os.environ.update(config.environment(device, cpu_bind))
         model_path = await asyncio.to_thread(resolve_model, config.model)
 
@@ -83,6 +82,7 @@ class Engine:
         with lifeline.claim():  # the engine's processes die with this one, however it goes
             llm = await asyncio.to_thread(_build_async_llm, engine_args, factory)
         engine = cls(config, llm, device, cpu_bind, time.perf_counter() - t0)
+        engine._cores = claim
         engine._observers = list(observers or [])
         holder["engine"] = engine
         if config.warmup:
@@ -212,6 +212,8 @@ class Engine:
 
     def shutdown(self) -> None:
         self._llm.shutdown()
+        if getattr(self, "_cores", None) is not None:  # this node's cores, claimed at start
+            self._cores.release()
 
     # Called by the stat logger on every engine step.
     def _on_step(self, scheduler_stats: Any, iteration_stats: Any) -> None:

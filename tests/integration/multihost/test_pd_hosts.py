@@ -75,6 +75,12 @@ def test_prefill_on_w1_decode_on_w2(cluster, apps):
     for app in TRANSPORTS.values():
         want |= {(app, "LLMServer-prefill"): "w1", (app, "LLMServer-decode"): "w2", (app, "OpenAIIngress"): "head"}
     assert {k: placed.get(k) for k in want} == want, placed
+    # Each worker runs one engine of each P/D app, both of the same app rank (prefill 0, decode 1): the node's
+    # core claims give them different cores (by rank alone both would bind the same one).
+    info = call_deployments(cluster, [(app, f"LLMServer-{role}", "model_info", [])
+                                      for role in ("prefill", "decode") for app in TRANSPORTS.values()])
+    binds = [i["cpu_bind"] for i in info]
+    assert binds[0] != binds[1] and binds[2] != binds[3], binds
 
 
 @pytest.mark.parametrize("transport", list(TRANSPORTS))
