@@ -205,6 +205,7 @@ def analyze(records: list[dict], kill_s: float, recover_s: float) -> dict:
            "failed_not_in_flight_at_kill": sum(1 for r in failed if r not in in_flight),
            "failed_without_error": sum(1 for r in failed if not r["error"] and r["status_code"] in (None, 200)),
            "failed_by_timeout": sum(1 for r in failed if "timeout" in (r["error"] or "").lower()),
+           "failure_kinds": _kinds(failed),
            "failures": [{k: r[k] for k in ("id", "sent_s", "e2e_ms", "status_code", "error")} for r in failed],
            "windows": {}}
     for name, inside in windows.items():
@@ -214,6 +215,18 @@ def analyze(records: list[dict], kill_s: float, recover_s: float) -> dict:
         out["windows"][name] = {"requests": len(rs), "failed": sum(1 for r in rs if not r["ok"]),
                                 "kv_hit_rate": cached / total if total else None,
                                 "ttft_p50_ms": _median([r["ttft_ms"] for r in rs if r["ok"] and r["ttft_ms"] is not None])}
+    return out
+
+
+def _kinds(failed: list[dict]) -> dict[str, int]:
+    """``http_error``: an error status; ``stream_cut``: 200, then the connection closed mid-stream (what a killed
+    ingress replica's streams get from the proxy); ``timeout``; ``other``."""
+    out: dict[str, int] = {}
+    for r in failed:
+        err = (r["error"] or "").lower()
+        kind = ("timeout" if "timeout" in err else "http_error" if r["status_code"] not in (None, 200)
+                else "stream_cut" if "incomplete" in err or "closed" in err else "other")
+        out[kind] = out.get(kind, 0) + 1
     return out
 
 
@@ -235,7 +248,7 @@ def kill_table(report: dict) -> str:
              f"{(k['killed'] or {}).get('killed')} at {k['kill_s']:.1f} s",
              f"in flight at the kill {k['in_flight_at_kill']}, failed {k['failed']} (not in flight at the kill: "
              f"{k['failed_not_in_flight_at_kill']}, without an error: {k['failed_without_error']}, by timeout: "
-             f"{k['failed_by_timeout']})",
+             f"{k['failed_by_timeout']}); kinds {k['failure_kinds']}",
              "| run | window | requests | failed | KV hit rate | TTFT p50 (ms) |", "|---|---|---|---|---|---|"]
     for run in ("kill", "control"):
         for name, w in report.get(run, {}).get("windows", {}).items():

@@ -36,6 +36,10 @@ def test_kill_analysis_separates_failures_in_flight_at_the_kill_and_windows():
     out = scaleout.analyze(records, kill_s=10.0, recover_s=10.0)
     assert out["in_flight_at_kill"] == 1 and out["failed"] == 2
     assert out["failed_not_in_flight_at_kill"] == 1 and out["failed_without_error"] == 1
+    assert out["failure_kinds"] == {"other": 2}
+    cut = {"status_code": 200, "error": "RemoteProtocolError: peer closed connection without sending complete message body"}
+    assert scaleout._kinds([cut, {"status_code": 503, "error": "x"}, {"status_code": None, "error": "ReadTimeout"}]) == {
+        "stream_cut": 1, "http_error": 1, "timeout": 1}
     w = out["windows"]
     assert (w["before"]["requests"], w["before"]["failed"], w["before"]["kv_hit_rate"]) == (2, 1, 0.2)
     assert w["recovering"]["kv_hit_rate"] == 0.4 and w["after"]["kv_hit_rate"] == 0.8
