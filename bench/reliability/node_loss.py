@@ -288,8 +288,9 @@ def main() -> None:
             if time.perf_counter() - t0 > 900 or app_status(cluster).get("status") == "DEPLOY_FAILED":
                 raise RuntimeError(f"app not running: {app_status(cluster).get('message')}")
             time.sleep(2)
+        deploy_s = time.perf_counter() - t0
         result = asyncio.run(run(cluster, a.victim, a.concurrency, a.max_tokens, a.timeout_s))
-        result["deploy_s"] = time.perf_counter() - t0
+        result["deploy_s"] = deploy_s
         with_ingress_migrations(cluster, result)
     finally:
         cluster.down()
