@@ -1,6 +1,6 @@
 """Routing decision latency: the default scheduler over 64 fake endpoints and 10k cached prefixes.
 
-    .venv/bin/python bench/routing/microbench.py [--decisions 3000] [--rate 200] [--out PATH] [--predictor]
+    .venv/bin/python bench/routing/microbench.py [--decisions 3000] [--rate 200] [--out PATH] [--predictor] [--trace]
 
 ``--predictor``: the default profile with the ``predicted-latency`` picker in place of
 ``max-score``; every decision's stats carry the latency sample of a request routed 16
@@ -15,6 +15,10 @@ user part, 70%), exact repeats (20%) and cold prompts (10%), with fresh
 per-endpoint stats every decision, arriving at ``--rate`` per second of
 simulated time (the router's prefill backlog drains with it); each decision
 is then recorded with ``on_routed``, so the index keeps growing and evicting.
+``--trace``: decision traces on (``llmd_ray.routing.trace``, every decision sampled, the writer thread
+flushing every 0.2 s to a temporary directory while decisions run); ``schedule`` then includes holding the
+decision's trace record, as the router does, and ``trace`` times that alone.
+
 Timed separately, per decision:
 
 * ``schedule``: ``Scheduler.schedule`` on a fresh request, block hashing included (what the router pays);
@@ -35,6 +39,7 @@ import platform
 import random
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +49,7 @@ from llmd_ray.routing import Endpoint, RoutingRequest, Scheduler, default_config
 from llmd_ray.routing.hashing import block_hashes
 from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.testing import FakeClock
+from llmd_ray.routing.trace import DecisionTraceArgs, DecisionTracer
 
 BLOCK = 128
 N_ENDPOINTS = 64
@@ -81,10 +87,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rate", type=float, default=200.0, help="simulated arrivals/s (drains the router's backlog)")
     ap.add_argument("--predictor", action="store_true", help="predicted-latency picker, trained every decision")
+    ap.add_argument("--trace", action="store_true", help="decision traces on (every decision, writer thread running)")
     results = Path(__file__).resolve().parents[1] / "results" / "routing"
     ap.add_argument("--out", default=None, help="default: results/routing/microbench[_predictor].json")
     args = ap.parse_args(argv)
-    args.out = args.out or str(results / ("microbench_predictor.json" if args.predictor else "microbench.json"))
+    name = "microbench" + ("_predictor" if args.predictor else "") + ("_trace" if args.trace else "")
+    args.out = args.out or str(results / f"{name}.json")
     rng = random.Random(args.seed)
 
     clock = FakeClock(time.time())  # simulated time: one arrival every 1/rate s
@@ -114,7 +122,12 @@ def main(argv=None) -> dict:
                 "kv_cache_usage": rng.random() * 0.9, "block_size": BLOCK, "num_blocks": 16_384,
                 "updated_at": clock(), "rank": 0}
 
-    t_sched, t_pre, t_hash, t_eps, t_routed, t_sched_cpu, t_pre_cpu = [], [], [], [], [], [], []
+    t_sched, t_pre, t_hash, t_eps, t_routed, t_sched_cpu, t_pre_cpu, t_trace = [], [], [], [], [], [], [], []
+    tracer = None
+    if args.trace:
+        trace_dir = tempfile.mkdtemp(prefix="llmd-microbench-trace-")
+        tracer = DecisionTracer(DecisionTraceArgs(dir=trace_dir, flush_s=0.2), sched)
+        tracer.start()
     kinds = {"warm": 0, "repeat": 0, "cold": 0}
     gc.collect()
     for i in range(args.decisions):
@@ -144,6 +157,10 @@ def main(argv=None) -> dict:
         req = RoutingRequest(f"r{i}", prompt, BLOCK, session_id=f"s{rng.randrange(1000)}")
         c, c_cpu = time.perf_counter_ns(), time.thread_time_ns()
         result = sched.schedule(req, eps)
+        if tracer is not None:
+            t = time.perf_counter_ns()
+            tracer.decision(req.request_id, req, result, eps)
+            t_trace.append(time.perf_counter_ns() - t)
         d, d_cpu = time.perf_counter_ns(), time.thread_time_ns()
         sched.on_routed(req, result.target)
         routed.append((req.request_id, result.target))
@@ -164,9 +181,11 @@ def main(argv=None) -> dict:
         t_pre.append(h - g)
         t_pre_cpu.append(h_cpu - g_cpu)
 
+    if tracer is not None:
+        tracer.close()
     out = {
         "benchmark": "routing decision latency (" + ("default profile, predicted-latency picker, trained every "
-                                                      "decision" if args.predictor else "default scheduler") + ")",
+                                                      "decision" if args.predictor else "default scheduler") + (", decision traces on" if args.trace else "") + ")",
         "endpoints": N_ENDPOINTS, "cached_prefixes": len(cached), "prompt_tokens": SYSTEM_TOKENS + USER_TOKENS,
         "block_size": BLOCK, "blocks_per_prompt": (SYSTEM_TOKENS + USER_TOKENS) // BLOCK,
         "index_blocks": sum(index.num_blocks(ep) for ep in ids), "decisions": args.decisions,
@@ -175,6 +194,9 @@ def main(argv=None) -> dict:
         "schedule_cpu": summary(t_sched_cpu), "schedule_prehashed_cpu": summary(t_pre_cpu),
         "endpoints_build": summary(t_eps), "on_routed": summary(t_routed),
         "affinity_outcomes_both_schedules": sched.stats().get("prefix-cache-affinity", {}).get("outcomes"),
+        **({"trace": {"holding_the_record": summary(t_trace), "lines_written": tracer.written,
+                      "dropped": tracer.dropped, "file_bytes": tracer.path.stat().st_size, "file": str(tracer.path)}}
+           if tracer is not None else {}),
         **({"predictor": {k: v for k, v in sched.stats()["predicted-latency"].items() if k != "coefficients"}}
            if args.predictor else {}),
         "target_p99_ms": 1.0, "meets_target": pct([x / 1e6 for x in t_sched], 99) <= 1.0,
@@ -189,6 +211,10 @@ def main(argv=None) -> dict:
               "on_routed"):
         s = out[k]
         print(f"{k:20s} p50 {s['p50_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms  max {s['max_ms']:.3f} ms")
+    if tracer is not None:
+        s = out["trace"]["holding_the_record"]
+        print(f"{'trace':20s} p50 {s['p50_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms  max {s['max_ms']:.3f} ms; "
+              f"{tracer.written} lines, {tracer.dropped} dropped, {out['trace']['file_bytes']} bytes")
     print(f"mix {kinds}; affinity {out['affinity_outcomes_both_schedules']}; wrote {args.out}")
     return out
 
