@@ -38,6 +38,7 @@ class StreamResult:
     completion_tokens: int | None = None
     cached_tokens: int | None = None
     usage_reported: bool = False
+    request_id: str | None = None  # the server's: the x-request-id response header, else the body's id
 
     @property
     def ok(self) -> bool:
@@ -82,6 +83,8 @@ def handle_event(res: StreamResult, data: bytes, now: float) -> bool:
     if data == b"[DONE]":
         return True
     msg = json.loads(data)
+    if res.request_id is None and isinstance(msg.get("id"), str):
+        res.request_id = msg["id"]
     if "error" in msg and not msg.get("choices"):
         err = msg["error"]
         res.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
@@ -121,6 +124,7 @@ async def stream_request(client: httpx.AsyncClient, url: str, payload: dict, hea
     try:
         resp = await client.send(request, stream=True)
         res.status_code = resp.status_code
+        res.request_id = resp.headers.get("x-request-id")
         if resp.status_code != 200:
             body = (await resp.aread()).decode("utf-8", "replace")
             res.error = f"HTTP {resp.status_code}: {body[:500]}"

@@ -236,6 +236,7 @@ def _to_record(rid, job, turn_idx, scheduled_s, sent_s, res, expected, max_token
         input_tokens=res.prompt_tokens if res.prompt_tokens is not None else expected,
         expected_input_tokens=expected, output_tokens=out_tokens if ok else 0, max_tokens=max_tokens,
         cached_tokens=res.cached_tokens, chunks=len(times), usage_reported=res.usage_reported,
+        request_id=res.request_id,
     ), res.text
 
 

@@ -49,6 +49,9 @@ class RequestRecord(_Model):
     cached_tokens: int | None = Field(None, description="usage.prompt_tokens_details.cached_tokens (None: not reported).")
     chunks: int = Field(0, description="Token-carrying SSE chunks received.")
     usage_reported: bool = Field(False, description="The server sent a usage block.")
+    request_id: str | None = Field(None, description=(
+        "The server's id of the request: the x-request-id response header, else the body's id (joins the "
+        "llmd router's decision traces, python -m llmd_ray.bench.traces --requests)."))
 
 
 class Stats(_Model):

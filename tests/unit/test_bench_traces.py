@@ -137,3 +137,12 @@ def test_cli_writes_summary_and_plots(tmp_path):
     assert all((out / p).stat().st_size > 1000 for p in summary["plots"])
     (tmp_path / "empty.jsonl").touch()
     assert main([str(tmp_path / "empty.jsonl"), "--out", str(out)]) == 1
+
+
+def test_harness_keeps_the_servers_request_id():
+    from llmd_ray.bench.client import StreamResult, handle_event
+
+    res = StreamResult()
+    handle_event(res, json.dumps({"id": f"cmpl-{U1}-0", "choices": [{"text": "x"}]}).encode(), 0.1)
+    handle_event(res, json.dumps({"id": "later", "choices": [{"text": "y"}]}).encode(), 0.2)
+    assert res.request_id == f"cmpl-{U1}-0" and A.join_key(res.request_id) == U1
