@@ -1,7 +1,9 @@
-"""``python -m llmd_ray.cluster up|status|exec|down`` (see llmd_ray/cluster/__init__.py).
+"""``python -m llmd_ray.cluster up|status|exec|kill|restart|down`` (see llmd_ray/cluster/__init__.py).
 
     python -m llmd_ray.cluster up --workers 2        # prints the addresses as JSON, returns; the nodes keep running
     python -m llmd_ray.cluster exec head -- python my_driver.py   # a Ray driver on the head node
+    python -m llmd_ray.cluster kill w1               # lose worker w1 (SIGKILL of all its processes at once)
+    python -m llmd_ray.cluster restart w1            # w1 back, once the GCS has marked it dead
     python -m llmd_ray.cluster down                  # idempotent; also removes a crashed run's leftovers
 """
 
@@ -36,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help="show the running cluster" if name == "status" else "remove everything")
         s.add_argument("--prefix", default="llmdr")
         s.add_argument("--run-dir")
+    for name, what in (("kill", "lose a worker node: SIGKILL every process of it at once"),
+                       ("restart", "start a killed worker node again (once the GCS marked it dead)")):
+        s = sub.add_parser(name, help=what)
+        s.add_argument("--prefix", default="llmdr")
+        s.add_argument("--run-dir")
+        s.add_argument("node")
     ex = sub.add_parser("exec", help="run a command on a node (its network and mount namespaces)")
     ex.add_argument("--prefix", default="llmdr")
     ex.add_argument("--run-dir")
@@ -67,12 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "status":
             cluster = Cluster.attach(args.prefix, args.run_dir)
             print(json.dumps({**cluster.describe(), "alive": cluster.node_ids()}, indent=2))
+        elif args.cmd == "kill":
+            print(f"killed {Cluster.attach(args.prefix, args.run_dir).kill_node(args.node)} processes of {args.node}")
+        elif args.cmd == "restart":
+            print(f"{args.node} back as Ray node {Cluster.attach(args.prefix, args.run_dir).restart_node(args.node)}")
         else:
             argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
             if not argv:
                 raise ClusterSetupError("exec: give a command after the node, e.g. `exec head -- ray status`")
             return Cluster.attach(args.prefix, args.run_dir).exec(args.node, argv).returncode
-    except (ClusterUnavailable, ClusterSetupError, ValidationError, TimeoutError, KeyError) as e:
+    except (ClusterUnavailable, ClusterSetupError, ValidationError, TimeoutError, KeyError, ValueError) as e:
         print("\n".join([f"error: {e}", *getattr(e, "__notes__", [])]), file=sys.stderr)
         return 2
     return 0

@@ -67,3 +67,15 @@ def test_the_head_cannot_be_lost_and_a_live_node_not_restarted(fake, monkeypatch
         c.restart_node("w1")
     with pytest.raises(KeyError, match="w9"):
         c.kill_node("w9")
+
+
+def test_cli_kill_and_restart_name_a_node_and_refuse_the_head(tmp_path, capsys):
+    import json
+
+    from llmd_ray.cluster.__main__ import _parser, main
+
+    args = _parser().parse_args(["restart", "--prefix", "llmdz", "w2"])
+    assert (args.cmd, args.prefix, args.node) == ("restart", "llmdz", "w2")
+    (tmp_path / "state.json").write_text(json.dumps({"config": {"prefix": "llmdz"}, "pids": {"head": 1}}))
+    assert main(["kill", "--prefix", "llmdz", "--run-dir", str(tmp_path), "head"]) == 2
+    assert "only a worker node" in capsys.readouterr().err
