@@ -46,6 +46,7 @@ from pathlib import Path
 from collections import deque
 
 from llmd_ray.routing import Endpoint, RoutingRequest, Scheduler, default_config
+from llmd_ray.routing.testing import predictor_config
 from llmd_ray.routing.hashing import block_hashes
 from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.testing import FakeClock
@@ -70,15 +71,6 @@ def summary(ns: list[int]) -> dict:
     ms = [x / 1e6 for x in ns]
     return {"p50_ms": round(pct(ms, 50), 4), "p90_ms": round(pct(ms, 90), 4), "p99_ms": round(pct(ms, 99), 4),
             "max_ms": round(max(ms), 4), "mean_ms": round(statistics.fmean(ms), 4), "n": len(ms)}
-
-
-def predictor_config() -> dict:
-    """The default profile with the predicted-latency picker instead of max-score."""
-    cfg = default_config()
-    cfg["plugins"] = [p for p in cfg["plugins"] if p["type"] != "max-score"] + [{"type": "predicted-latency"}]
-    prof = cfg["schedulingProfiles"][0]
-    prof["plugins"] = [r for r in prof["plugins"] if r["pluginRef"] != "max-score"] + [{"pluginRef": "predicted-latency"}]
-    return cfg
 
 
 def main(argv=None) -> dict:

@@ -63,17 +63,24 @@ def quantity_bytes(value: Any) -> int | None:
     return int(float(m.group(1)) * _SUFFIX[m.group(2) or ""])
 
 
-def tier_shm_bytes(args: dict[str, Any]) -> int:
-    """/dev/shm one aggregated replica's KV tiers take (their host-memory pool); 0 without ``kv_tiers``."""
+def _tiers(args: dict[str, Any]):
+    """The app's ``kv_tiers`` as a ``KVTiersConfig``; None when absent or invalid (the args check reports it)."""
     raw = args.get("kv_tiers")
     if not isinstance(raw, dict):
-        return 0
+        return None
     from llmd_ray.tiers.config import KVTiersConfig
 
     try:
-        tiers = KVTiersConfig.model_validate(raw)
+        return KVTiersConfig.model_validate(raw)
     except ValueError:
-        return 0  # the args check reports it
+        return None
+
+
+def tier_shm_bytes(args: dict[str, Any]) -> int:
+    """/dev/shm one aggregated replica's KV tiers take (their host-memory pool); 0 without ``kv_tiers``."""
+    tiers = _tiers(args)
+    if tiers is None:
+        return 0
     if tiers.shm_root is not None and not tiers.shm_root.startswith(SHM_MOUNT):
         return 0  # pools elsewhere: not in /dev/shm
     return tiers.memory_bytes
@@ -81,16 +88,8 @@ def tier_shm_bytes(args: dict[str, Any]) -> int:
 
 def shared_tier_bytes(args: dict[str, Any]) -> int:
     """The shared KV tier's object-store budget (``kv_tiers.shared_bytes``); 0 when the tier is off."""
-    raw = args.get("kv_tiers")
-    if not isinstance(raw, dict):
-        return 0
-    from llmd_ray.tiers.config import KVTiersConfig
-
-    try:
-        tiers = KVTiersConfig.model_validate(raw)
-    except ValueError:
-        return 0
-    return tiers.shared_bytes if tiers.shared else 0
+    tiers = _tiers(args)
+    return tiers.shared_bytes if tiers is not None and tiers.shared else 0
 
 
 def shared_store_resources(args: dict[str, Any]) -> dict[str, Any]:

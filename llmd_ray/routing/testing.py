@@ -58,3 +58,14 @@ def make_request(
 def make_endpoints(n: int, **fields: Sequence[Any]) -> list[Endpoint]:
     """``n`` endpoints e0..e{n-1}; each keyword gives a per-endpoint list for that field."""
     return [Endpoint(f"e{i}", **{k: v[i] for k, v in fields.items()}) for i in range(n)]
+
+
+def predictor_config() -> dict[str, Any]:
+    """The default profile with the predicted-latency picker instead of max-score (microbench, tests)."""
+    from llmd_ray.routing.config import default_config
+
+    cfg = default_config()
+    cfg["plugins"] = [p for p in cfg["plugins"] if p["type"] != "max-score"] + [{"type": "predicted-latency"}]
+    prof = cfg["schedulingProfiles"][0]
+    prof["plugins"] = [r for r in prof["plugins"] if r["pluginRef"] != "max-score"] + [{"pluginRef": "predicted-latency"}]
+    return cfg

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from llmd_ray.routing import Endpoint, RoutingRequest, Scheduler, default_config
+from llmd_ray.routing.testing import predictor_config
 from llmd_ray.routing.testing import FakeClock
 from llmd_ray.routing.trace import DecisionTraceArgs, DecisionTracer, decision_record, load_record, sampled
 from llmd_ray.serving.router_args import RouterArgs, request_router_config
@@ -21,14 +22,6 @@ def req(prefix: int, suffix: int, n_blocks: int = 8, session=None, rid="r") -> R
 def eps(n=3, **fields):
     return [Endpoint(f"e{i}", block_size=BS, num_blocks=10_000, **{k: v[i] for k, v in fields.items()})
             for i in range(n)]
-
-
-def predictor_config() -> dict:
-    cfg = default_config()
-    cfg["plugins"] = [p for p in cfg["plugins"] if p["type"] != "max-score"] + [{"type": "predicted-latency"}]
-    prof = cfg["schedulingProfiles"][0]
-    prof["plugins"] = [r for r in prof["plugins"] if r["pluginRef"] != "max-score"] + [{"pluginRef": "predicted-latency"}]
-    return cfg
 
 
 def lines(path) -> list[dict]:
