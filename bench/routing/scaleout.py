@@ -56,11 +56,11 @@ def label(ingress: int, share: bool) -> str:
     return f"ingress{ingress}" + ("" if ingress == 1 else "-shared" if share else "-alone")
 
 
-def write_configs(out: Path, counts: list[int], base_url: str, base: Path) -> dict[str, Path]:
+def write_configs(out: Path, counts: list[int], base_url: str, base: Path, alone: bool = True) -> dict[str, Path]:
     (out / "configs").mkdir(parents=True, exist_ok=True)
     systems = {}
     for n in counts:
-        for share in (False,) if n == 1 else (False, True):
+        for share in (False,) if n == 1 else (False, True) if alone else (True,):
             path = out / "configs" / f"{label(n, share)}.yaml"
             path.write_text(yaml.safe_dump(serve_config(n, share, base_url, base), sort_keys=False))
             systems[label(n, share)] = path
@@ -69,7 +69,7 @@ def write_configs(out: Path, counts: list[int], base_url: str, base: Path) -> di
 
 # ------------------------------------------------------------------- load mode
 def run_load(a: argparse.Namespace, harness: list[str]) -> int:
-    systems = write_configs(a.out, a.ingress, a.base_url, a.base_config)
+    systems = write_configs(a.out, a.ingress, a.base_url, a.base_config, a.alone)
     cmd = [sys.executable, "-m", "llmd_ray.bench", "run", str(a.workload), "--base-url", a.base_url,
            "--out", str(a.out), "--phases", str(a.phases), "--baseline", next(iter(systems))]
     for name, path in systems.items():
@@ -279,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-url", default="http://127.0.0.1:8000")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--phases", type=int, default=3, help="load: interleaved rounds")
+    p.add_argument("--alone", action=argparse.BooleanOptionalAction, default=True,
+                   help="load: also the routers not sharing (ingressN-alone) beside the sharing ones")
     p.add_argument("--share", action=argparse.BooleanOptionalAction, default=True, help="kill: routers share decisions")
     p.add_argument("--kill-at", type=float, default=50.0, help="kill: seconds after the run is started")
     p.add_argument("--recover-s", type=float, default=10.0, help="kill: the window after the kill reported apart")

@@ -58,7 +58,9 @@ def serve_config(tmp) -> dict:
              "kv_tiers": {"memory_bytes": 6 * BLOCK_RECORD, "disk_dir": str(tmp / "disk"), "disk_bytes": 20 * BLOCK_RECORD,
                           "shared": True, "shared_bytes": 100 * BLOCK_RECORD, "shm_root": f"/dev/shm/llmd-prom-test-{os.getpid()}",
                           "min_load_blocks": 1},
-             "qos": QOS, "router": {"policy": "llmd", "precise_index": True, "config": {
+             "qos": QOS, "router": {"policy": "llmd", "precise_index": True,
+                                     # on with one ingress too, so the shared-decision families are scraped
+                                     "share_decisions": True, "share_decisions_sync_s": 0.5, "config": {
                  "plugins": [{"type": "precise-prefix-cache"}, {"type": "prefix-cache"}, {"type": "queue"}, {"type": "max-score"}],
                  "schedulingProfiles": [{"name": "default", "plugins": [
                      {"pluginRef": "precise-prefix-cache", "weight": 3}, {"pluginRef": "prefix-cache", "weight": 1},

@@ -22,6 +22,8 @@ def test_configs_vary_only_ingress_replicas_and_sharing(tmp_path):
     assert args.ingress_replicas == 4 and args.router.shares_decisions(4) and args.engine.num_kv_blocks == 128
     alone = AppArgs.model_validate(scaleout.serve_config(4, False, "http://127.0.0.1:8000")["applications"][0]["args"])
     assert not alone.router.shares_decisions(4)
+    only_shared = scaleout.write_configs(tmp_path / "s", [1, 2, 4], "http://127.0.0.1:8123", scaleout.BASE_CONFIG, alone=False)
+    assert list(only_shared) == ["ingress1", "ingress2-shared", "ingress4-shared"]
 
 
 def _rec(i, sent, e2e_ms=100.0, ok=True, cached=50, error=None, status=200):
