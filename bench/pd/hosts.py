@@ -125,8 +125,9 @@ def main() -> None:
     single = {}
     if Path(a.single_host).exists():
         single = json.loads(Path(a.single_host).read_text())["result"]
+    # Each worker on a core of its own, as on hosts of their own (else both engines claim core 0 of their node)
     cluster = Cluster(ClusterConfig(prefix="llmdpb", subnet="10.213.9.0/24", workers=2, head_num_cpus=1,
-                                    worker_num_cpus=1))
+                                    worker_num_cpus=1, node_cores={"w1": [0], "w2": [1]}))
     cluster.install_cleanup()
     result: dict = {}
     t0 = time.perf_counter()

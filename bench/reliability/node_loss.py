@@ -275,7 +275,7 @@ def main() -> None:
     from llmd_ray.cluster import Cluster, ClusterConfig, teardown
 
     cfg = ClusterConfig(prefix="llmdn", subnet="10.213.9.0/24", workers=2, head_num_cpus=1, worker_num_cpus=1,
-                        worker_resources={"worker": 1})
+                        worker_resources={"worker": 1}, node_cores={"w1": [0], "w2": [1]})  # as hosts of their own
     teardown(cfg.prefix, str(cfg.resolved_run_dir))
     cluster = Cluster(cfg)
     cluster.install_cleanup()

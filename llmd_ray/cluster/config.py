@@ -47,6 +47,10 @@ class ClusterConfig(BaseModel):
                                  "(`<run_dir>/<node>/`); None: /tmp/<prefix>. Removed by `down`.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for every node's Ray processes "
                                 "(PYTHONHASHSEED=0, RAY_USAGE_STATS_ENABLED=0 and RAY_AUTH_MODE=disabled unless given here).")
+    node_cores: dict[str, list[int]] = Field(default_factory=dict, description="Cores a node's processes may run "
+                                             "on (`taskset`), by node name (`head`, `w1`, ...), as a host of its own "
+                                             "would have: engines on different nodes then bind different cores. "
+                                             "A node not named runs on every core.")
     start_timeout_s: float = Field(default=90.0, gt=0, description="How long `up` waits for every node to join.")
 
     @model_validator(mode="after")
@@ -59,6 +63,12 @@ class ClusterConfig(BaseModel):
         for key in self.worker_resources:
             if key.startswith("node-"):
                 raise ValueError(f"worker_resources.{key}: `node-<name>` resources are the cluster's own")
+        names = {"head", *(f"w{i}" for i in range(1, self.workers + 1))}
+        for name, cores in self.node_cores.items():
+            if name not in names:
+                raise ValueError(f"node_cores.{name}: no such node (nodes: {', '.join(sorted(names))})")
+            if not cores or any(c < 0 for c in cores):
+                raise ValueError(f"node_cores.{name}: give one or more core numbers >= 0, got {cores}")
         if self.dashboard and self.dashboard_port == self.gcs_port:
             raise ValueError("dashboard_port: equals gcs_port")
         return self

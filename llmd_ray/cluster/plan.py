@@ -50,6 +50,7 @@ class NodePlan:
     num_cpus: int
     resources: dict[str, float]
     dir: str  # <run_dir>/<name>: holds tmp/ (the node's /tmp) and ray.log (its `ray start` output)
+    cores: tuple[int, ...] = ()  # the cores its processes may run on; empty: all
 
     @property
     def is_head(self) -> bool:
@@ -125,7 +126,7 @@ def make_plan(cfg: ClusterConfig) -> Plan:
         nodes.append(NodePlan(
             name=name, netns=f"{cfg.prefix}-{name}", ip=next(hosts), veth_host=f"{cfg.prefix}-{name}-h",
             veth_node=f"{cfg.prefix}-{name}-n", num_cpus=cfg.head_num_cpus if head else cfg.worker_num_cpus,
-            resources=resources, dir=f"{run_dir}/{name}"))
+            resources=resources, dir=f"{run_dir}/{name}", cores=tuple(cfg.node_cores.get(name, ()))))
     return Plan(prefix=cfg.prefix, bridge=f"{cfg.prefix}-br0", host_ip=host_ip, prefixlen=cfg.subnet.prefixlen,
                 nodes=tuple(nodes), run_dir=run_dir, gcs_port=cfg.gcs_port, dashboard=cfg.dashboard,
                 dashboard_port=cfg.dashboard_port, serve_port=cfg.serve_port,
@@ -194,7 +195,8 @@ def node_script(plan: Plan, node: NodePlan, ray_bin: str, keep: Sequence[str] = 
     for p in keep:
         rel = shlex.quote("/mnt/" + p[len("/tmp/"):])
         steps += [f"mkdir -p {shlex.quote(p)}", f"mount --bind {rel} {shlex.quote(p)}"]
-    return "; ".join([*steps, "cd /", "exec " + shlex.join(ray_start_argv(plan, node, ray_bin))])
+    pin = ["taskset", "-c", ",".join(map(str, node.cores))] if node.cores else []
+    return "; ".join([*steps, "cd /", "exec " + shlex.join(pin + ray_start_argv(plan, node, ray_bin))])
 
 
 def node_argv(plan: Plan, node: NodePlan, ray_bin: str) -> list[str]:

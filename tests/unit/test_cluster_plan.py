@@ -149,3 +149,19 @@ def test_paths_under_tmp_through_symlinks_are_kept(tmp_path):
     into = tmp_path / "venv"
     into.symlink_to("/tmp/llmdr-elsewhere/venv")  # a link anywhere into /tmp: its target must be kept
     assert "/tmp/llmdr-elsewhere/venv" in host_paths_under_tmp([str(into)])
+
+
+def test_node_cores_pin_a_node_with_taskset_and_leave_the_others_on_every_core():
+    import pytest
+    from pydantic import ValidationError
+
+    from llmd_ray.cluster.plan import node_script
+
+    plan = make_plan(ClusterConfig(node_cores={"w1": [0], "w2": [1, 2]}))
+    by = {n.name: n for n in plan.nodes}
+    assert (by["head"].cores, by["w1"].cores, by["w2"].cores) == ((), (0,), (1, 2))
+    assert node_script(plan, by["w2"], "/r/ray").split("; ")[-1].startswith("exec taskset -c 1,2 /r/ray start")
+    assert node_script(plan, by["head"], "/r/ray").split("; ")[-1].startswith("exec /r/ray start")
+    for bad, field in (({"w3": [0]}, "node_cores.w3"), ({"w1": []}, "node_cores.w1"), ({"w1": [-1]}, "node_cores.w1")):
+        with pytest.raises(ValidationError, match=field):
+            ClusterConfig(node_cores=bad)
