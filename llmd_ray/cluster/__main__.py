@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--head-num-cpus", type=int)
     up.add_argument("--worker-num-cpus", type=int)
     up.add_argument("--no-dashboard", action="store_true")
+    up.add_argument("--node-cores", action="append", metavar="NODE=CORES",
+                    help="run a node on these cores only, as a host of its own (e.g. w1=0 w2=1,2); repeatable")
     for name in ("status", "down"):
         s = sub.add_parser(name, help="show the running cluster" if name == "status" else "remove everything")
         s.add_argument("--prefix", default="llmdr")
@@ -59,6 +61,12 @@ def _config(args: argparse.Namespace) -> ClusterConfig:
     raw.update({k: v for k, v in flags.items() if v is not None})
     if args.no_dashboard:
         raw["dashboard"] = False
+    for spec in args.node_cores or ():
+        node, sep, cores = spec.partition("=")
+        try:
+            raw.setdefault("node_cores", {})[node] = [int(c) for c in cores.split(",")] if sep else []
+        except ValueError:
+            raise SystemExit(f"--node-cores {spec!r}: want NODE=CORE[,CORE...], e.g. w1=0") from None
     return ClusterConfig.model_validate(raw)
 
 

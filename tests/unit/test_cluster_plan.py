@@ -165,3 +165,14 @@ def test_node_cores_pin_a_node_with_taskset_and_leave_the_others_on_every_core()
     for bad, field in (({"w3": [0]}, "node_cores.w3"), ({"w1": []}, "node_cores.w1"), ({"w1": [-1]}, "node_cores.w1")):
         with pytest.raises(ValidationError, match=field):
             ClusterConfig(node_cores=bad)
+
+
+def test_cli_node_cores_flag():
+    import pytest
+
+    from llmd_ray.cluster.__main__ import _config, _parser
+
+    cfg = _config(_parser().parse_args(["up", "--node-cores", "w1=0", "--node-cores", "w2=1,2"]))
+    assert cfg.node_cores == {"w1": [0], "w2": [1, 2]}
+    with pytest.raises(SystemExit, match="w1=x"):
+        _config(_parser().parse_args(["up", "--node-cores", "w1=x"]))
