@@ -166,6 +166,18 @@ async def main(args) -> dict:
     return summarise(results, kills, args.tokens, args, server)
 
 
+def compact(summary: dict) -> dict:
+    """The summary with each stream's chunk times folded into chunks, first/last chunk and longest gap (the
+    raw times of 8 x 400-token streams over 5 minutes are ~4 MB)."""
+    results = []
+    for r in summary.get("results", []):
+        t = r.pop("times", [])
+        gaps = [b - a for a, b in zip(t, t[1:])]
+        results.append({**r, "chunks": len(t), "first_chunk": t[0] if t else None, "last_chunk": t[-1] if t else None,
+                        "longest_gap_s": max(gaps) if gaps else None})
+    return {**summary, "results": results}
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=8310)
@@ -181,5 +193,5 @@ if __name__ == "__main__":
     summary = asyncio.run(main(a))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "migration.json").write_text(json.dumps(summary, indent=1))
+    (out / "migration.json").write_text(json.dumps(compact(summary), indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "results"}, indent=1))
