@@ -14,6 +14,7 @@ The scheduler holds no routing state of its own: each plugin owns its state
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -125,6 +126,12 @@ def build_plugins(
         raise ConfigError(errors)
     return plugins, profile
 
+
+
+def router_seed() -> int:
+    """A tie-break seed of a router's own (from ``os.urandom``). Routers in several ingress replicas must not
+    share one: with one seed they draw the same "random" endpoint for their first ties."""
+    return int.from_bytes(os.urandom(8), "little")
 
 class Scheduler:
     """Filters -> weighted scorers -> picker, in one profile; returns ranked endpoint ids."""

@@ -243,3 +243,20 @@ def test_routing_package_imports_neither_ray_nor_vllm():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'vllm', 'torch')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_routers_of_several_ingress_replicas_break_ties_apart():
+    """Each router (one per ingress replica) routes its own first cold prefixes over idle, tied endpoints. With
+    one seed for all they all draw the same endpoints (the prefixes pile up on them); ``router_seed`` gives each
+    its own draws."""
+    from llmd_ray.routing.scheduler import router_seed
+
+    def placements(seed):
+        s = Scheduler.from_config(default_config(), clock=FakeClock(), seed=seed)
+        return [route(s, req(p, p, rid=f"r{p}"), eps(2)).target for p in range(12)]
+
+    shared = [placements(0) for _ in range(4)]
+    assert all(p == shared[0] for p in shared)  # the failure mode: every router the same sequence
+    own = [placements(router_seed()) for _ in range(4)]
+    assert len({tuple(p) for p in own}) > 1  # identical by chance: p < 2**-30
+    assert len({router_seed() for _ in range(100)}) == 100
