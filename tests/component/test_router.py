@@ -28,8 +28,9 @@ class FakeLLM:
     async def generate(self, request: GenerateRequest):
         yield GenerateChunk(request.request_id, self.id, [], len(request.prompt_token_ids), 0, 1, "length")
 
-    def set_waiting(self, n: int) -> str:
-        self.waiting = n
+    def set_waiting(self, n: int, only: str | None = None) -> str:
+        """Report ``n`` waiting requests; with ``only``, just replica ``only`` does (the others report 0)."""
+        self.waiting = n if only in (None, self.id) else 0
         return self.id
 
     def record_routing_stats(self) -> dict:
@@ -76,9 +77,10 @@ async def test_a_saturated_warm_replica_is_released(handle):
     rng = random.Random(5)
     prefix = [rng.randrange(1000) for _ in range(8 * BLOCK)]
     warm = await _route(handle, prefix + [1])
-    # Make the warm replica report a long queue, far above the saturation threshold.
+    # Make the warm replica, and only it, report a long queue, far above the saturation threshold (were the
+    # others saturated too, the released request would go to any of them, the warm one included).
     for _ in range(30):
-        if await handle.set_waiting.remote(1000) == warm:
+        if await handle.set_waiting.remote(1000, only=warm) == warm:
             break
     # Stats are polled every 0.2 s, but a loaded CI machine can delay a poll by
     # seconds: wait (bounded) until the router has seen the queue, then demand
