@@ -7,7 +7,10 @@ replica's id, and `record_routing_stats` reports whatever load the test sets.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
+import tempfile
 
 import pytest
 from ray import serve
@@ -17,35 +20,48 @@ from llmd_ray.serving.app import RouterArgs, request_router_config
 
 APP = "router-component"
 BLOCK = 4  # tiny blocks keep the prompts short
+# Waiting counts the replicas report, set by the test for any replica: {replica id: n} (a handle call would
+# reach only the replica the router picks for it).
+BOARD = os.path.join(tempfile.gettempdir(), f"llmd-test-router-waiting-{os.getpid()}.json")
+
+
+def set_waiting(counts: dict[str, int]) -> None:
+    with open(BOARD + ".tmp", "w") as f:
+        json.dump(counts, f)
+    os.replace(BOARD + ".tmp", BOARD)
 
 
 @serve.deployment(num_replicas=3, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
 class FakeLLM:
-    def __init__(self):
+    def __init__(self, board: str):
         self.id = serve.get_replica_context().replica_id.unique_id
-        self.waiting = 0
+        self.board = board
 
     async def generate(self, request: GenerateRequest):
         yield GenerateChunk(request.request_id, self.id, [], len(request.prompt_token_ids), 0, 1, "length")
 
-    def set_waiting(self, n: int, only: str | None = None) -> str:
-        """Report ``n`` waiting requests; with ``only``, just replica ``only`` does (the others report 0)."""
-        self.waiting = n if only in (None, self.id) else 0
-        return self.id
+    def waiting(self) -> int:
+        try:
+            with open(self.board) as f:
+                return int(json.load(f).get(self.id, 0))
+        except (OSError, ValueError):
+            return 0
 
     def record_routing_stats(self) -> dict:
         # kv_cache_usage 0.0 = what the router assumes before a replica's first stats poll, so
         # replicas whose stats arrive late under load do not look emptier and attract cold prefixes.
-        return {"num_waiting": self.waiting, "num_running": 0, "kv_cache_usage": 0.0, "block_size": BLOCK,
+        return {"num_waiting": self.waiting(), "num_running": 0, "kv_cache_usage": 0.0, "block_size": BLOCK,
                 "num_blocks": 10_000, "updated_at": __import__("time").time()}
 
 
 @pytest.fixture(scope="module")
 def handle(serve_instance):
     config = request_router_config(RouterArgs(stats_period_s=0.2))
-    h = serve.run(FakeLLM.options(request_router_config=config).bind(), name=APP, route_prefix=None)
+    set_waiting({})
+    h = serve.run(FakeLLM.options(request_router_config=config).bind(BOARD), name=APP, route_prefix=None)
     yield h
     serve.delete(APP)
+    os.unlink(BOARD)
 
 
 async def _route(handle, tokens, session=None) -> str:
@@ -79,9 +95,7 @@ async def test_a_saturated_warm_replica_is_released(handle):
     warm = await _route(handle, prefix + [1])
     # Make the warm replica, and only it, report a long queue, far above the saturation threshold (were the
     # others saturated too, the released request would go to any of them, the warm one included).
-    for _ in range(30):
-        if await handle.set_waiting.remote(1000, only=warm) == warm:
-            break
+    set_waiting({warm: 1000})
     # Stats are polled every 0.2 s, but a loaded CI machine can delay a poll by
     # seconds: wait (bounded) until the router has seen the queue, then demand
     # that five requests in a row avoid the saturated replica.
@@ -90,6 +104,5 @@ async def test_a_saturated_warm_replica_is_released(handle):
     while await _route(handle, prefix + [2]) == warm and loop.time() < deadline:
         await asyncio.sleep(0.2)
     others = {await _route(handle, prefix + [3 + i]) for i in range(5)}
+    set_waiting({})
     assert warm not in others
-    for _ in range(30):
-        await handle.set_waiting.remote(0)

@@ -103,3 +103,11 @@ def call_deployments(c: Cluster, calls: list[tuple[str, str, str, list]], timeou
 def node_path(c: Cluster, node: str, path: str) -> str:
     """``path`` as the node sees it (its private /dev/shm and /tmp), read from the host through /proc."""
     return f"/proc/{c.node_pid(node)}/root{path}"
+
+
+def variants_known_running(c: Cluster, app: str) -> bool:
+    """The app's ingress has polled a running replica for every variant (it polls Serve's status every second;
+    until then it may send every request to the one variant it knows)."""
+    (status,) = call_deployments(c, [(app, "OpenAIIngress", "flow_status", [])])
+    variants = status["variants"]
+    return len(variants) > 1 and all(v["running"] for v in variants.values())

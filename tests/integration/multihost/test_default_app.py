@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from llmd_ray.cluster import node_resource
-from tests.integration.multihost.helpers import log_tails, wait_for
+from tests.integration.multihost.helpers import log_tails, variants_known_running, wait_for
 
 pytestmark = [pytest.mark.own_cluster, pytest.mark.timeout(900)]
 
@@ -90,6 +90,7 @@ def test_both_worker_engines_serve(cluster, app):
     body = {"model": "tiny-llama", "prompt": "one two three", "max_tokens": 2000, "ignore_eos": True,
             "stream": True}
     served = []
+    wait_for(lambda: variants_known_running(cluster, APP), 30, "the ingress to see both variants running")
     with httpx.Client(base_url=app, timeout=120) as http:
         with http.stream("POST", "/v1/completions", json=body) as first:  # headers come with the first token
             assert first.status_code == 200, first.read()

@@ -1,8 +1,8 @@
-"""The shared KV tier across hosts (issue 16 item 2): an engine on worker w1 computes a prompt, its replica uploads
+"""The shared KV tier across hosts (issue 16 item 2): an engine on one worker computes a prompt, its replica uploads
 the blocks to the shared tier (the SharedKVStore actor's objects in Ray's object store); the same prompt then
-served by the engine on worker w2, which never saw it, takes its cached tokens from the shared tier (the store pinned
-on the head: w1's blocks go to the head's object store, w2 pulls them from there into its private /dev/shm), with
-the same greedy output, the blocks loaded by w2's connector from the shared tier.
+served by the engine on the other worker, which never saw it, takes its cached tokens from the shared tier (the store pinned
+on the head: the blocks go to the head's object store, the other worker pulls them from there into its private /dev/shm), with
+the same greedy output, the blocks loaded by its connector from the shared tier.
 
 One REST deploy for the module: an aggregated variant per worker with KV tiers (host-memory pool + shared tier).
 """
@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from llmd_ray.cluster import node_resource
-from tests.integration.multihost.helpers import call_deployments, deploy, node_path, replicas, wait_for
+from tests.integration.multihost.helpers import (call_deployments, deploy, node_path, replicas, variants_known_running,
+                                                 wait_for)
 
 pytestmark = [pytest.mark.own_cluster, pytest.mark.timeout(900)]
 
@@ -77,8 +78,11 @@ def test_prefix_computed_on_w1_is_served_on_w2_from_the_shared_tier(cluster, app
     prompt = [rng.randrange(10, 4000) for _ in range(5 * BLOCK + 40)]
     hashes = [h.hex() for h in block_hashes(prompt, BLOCK, seed="0")]
     where = lambda rid: replicas(cluster).get(rid, {}).get("node")  # noqa: E731
+    wait_for(lambda: variants_known_running(cluster, APP), 30, "the ingress to see both variants running")
     with httpx.Client(base_url=app, timeout=300) as http:
-        first, rid = complete(http, prompt)  # an idle app sends it to the first variant: w1
+        # Variants are picked by this ingress's outstanding requests, ties to the first listed: an idle app sends
+        # the prompt to w1, the held stream too, and with w1 busy the prompt again to w2.
+        first, rid = complete(http, prompt)
         assert where(rid) == "w1", (rid, replicas(cluster))
         ns, _ = owner_stats(cluster, "w1")
 
