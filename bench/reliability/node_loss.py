@@ -104,7 +104,7 @@ class Load:
 
     async def one(self, client: httpx.AsyncClient, i: int) -> dict:
         prompt = f"Request {i}: " + " ".join(self.rng.choice(WORDS) for _ in range(60))
-        rec = {"i": i, "start": time.time(), "first": None, "end": None, "replica": None, "tokens": 0,
+        rec = {"i": i, "id": None, "start": time.time(), "first": None, "end": None, "replica": None, "tokens": 0,
                "error": None, "max_gap_s": 0.0, "gap_at": None}
         body = {"model": "tiny-llama", "prompt": prompt, "max_tokens": self.max_tokens, "ignore_eos": True,
                 "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
@@ -120,6 +120,7 @@ class Load:
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     event, now = json.loads(line[6:]), time.time()
+                    rec["id"] = rec["id"] or event.get("id")  # the id the ingress names it by in its logs
                     if "error" in event:
                         rec["error"] = str(event["error"].get("message"))[:300]
                     if event.get("choices"):
@@ -246,7 +247,9 @@ def summarize(load: Load, t: dict) -> dict:
     errors = [r for r in recs if r["end"] is not None and r["error"] is not None]
     t["requests"] = {"sent": len(recs), "completed": sum(load.ok(r) for r in recs), "errors": len(errors),
                      "unfinished": sum(r["end"] is None for r in recs)}
-    t["migrated"] = sum(load.ok(r) for r in moved)
+    t["completed_of_in_flight"] = sum(load.ok(r) for r in moved)
+    t["in_flight_ids"] = {str(r["i"]): r["id"] for r in moved if load.ok(r)}
+    t["in_flight_ended_s"] = {str(r["i"]): round(r["end"] - kill, 3) for r in moved if load.ok(r) and kill}
     t["broken"] = [{"i": r["i"], "error": r["error"]} for r in moved if not load.ok(r)]
     t["migration_gaps_s"] = sorted(round(r["max_gap_s"], 3) for r in moved if load.ok(r))
     t["error_examples"] = [{"i": r["i"], "t": round(r["end"] - kill, 3) if kill else None, "error": r["error"]}
@@ -255,9 +258,16 @@ def summarize(load: Load, t: dict) -> dict:
 
 
 def with_ingress_migrations(cluster, t: dict) -> dict:
-    """Add the ingress's own count of migrations (its warning per migrated stream, in the head's Serve logs)."""
-    t["ingress_migrations_logged"] = len(head_log_lines(cluster, "serving replica failed after",
-                                                        f"serve/replica_{APP}_OpenAIIngress_*.log"))
+    """The ingress's own record of the migrations (its warning per migrated stream, in the head's Serve logs):
+    ``migrated`` counts the streams in flight on the lost node that it moved and that then completed; a stream
+    that finished on the lost node before its engine was gone (the kill takes ~1 s) is in
+    ``finished_before_engine_gone``, not a migration."""
+    lines = head_log_lines(cluster, "serving replica failed after", f"serve/replica_{APP}_OpenAIIngress_*.log")
+    t["ingress_migrations_logged"] = len(lines)
+    ids = t.get("in_flight_ids", {})
+    moved = sorted(i for i, rid in ids.items() if rid and any(rid in ln for ln in lines))
+    t["migrated"] = len(moved)
+    t["finished_before_engine_gone"] = sorted(set(ids) - set(moved))
     return t
 
 

@@ -24,6 +24,7 @@ from llmd_ray.engine.latency import LatencyLog, timed
 from llmd_ray.engine.stats import EngineStats, LoraSlots, StatsRecorder
 from llmd_ray.engine import vllm_call
 from llmd_ray.engine.models import resolve_model
+from llmd_ray.engine.vllm_build import build_async_llm, import_vllm, stat_logger_factory
 from llmd_ray.engine.types import GenerateChunk, GenerateRequest, SamplingOptions, TokenLogprob
 from llmd_ray.errors import EngineDeadError, EngineError, InvalidRequestError, RequestAbortedError
 
@@ -47,6 +48,9 @@ class Engine:
         self.device = device
         self.cpu_bind = cpu_bind
         self.startup_s = startup_s
+        # Seconds per start-up phase (``start``): resolve_model_s, import_vllm_s, build_engine_s (vLLM's
+        # AsyncLLM: engine-core process, model load, KV cache), warmup_s.
+        self.startup_phases: dict[str, float] = {}
         self._llm = llm
         cache = llm.vllm_config.cache_config
         self.block_size: int = cache.block_size
@@ -73,21 +77,27 @@ class Engine:
         cpu_bind, claim = (bind_replica(config.cpu_bind, replica_rank, config.cpu_cores_per_replica)
                            if device == "cpu" else (None, None))
         os.environ.update(config.environment(device, cpu_bind))
+        t0 = time.perf_counter()
         model_path = await asyncio.to_thread(resolve_model, config.model)
+        t1 = time.perf_counter()
+        await asyncio.to_thread(import_vllm)
+        t2 = time.perf_counter()
 
         holder: dict[str, Engine] = {}
-        factory = _stat_logger_factory(holder)
-        t0 = time.perf_counter()
+        factory = stat_logger_factory(holder)
         engine_args = {**config.engine_args(model_path, device), **(extra_engine_args or {})}
         with lifeline.claim():  # the engine's processes die with this one, however it goes
-            llm = await asyncio.to_thread(_build_async_llm, engine_args, factory)
-        engine = cls(config, llm, device, cpu_bind, time.perf_counter() - t0)
+            llm = await asyncio.to_thread(build_async_llm, engine_args, factory)
+        t3 = time.perf_counter()
+        engine = cls(config, llm, device, cpu_bind, t3 - t0)
         engine._cores = claim
         engine._observers = list(observers or [])
         holder["engine"] = engine
         if config.warmup:
             await engine._warmup()
             engine.startup_s = time.perf_counter() - t0
+        engine.startup_phases = {"resolve_model_s": t1 - t0, "import_vllm_s": t2 - t1, "build_engine_s": t3 - t2,
+                                 "warmup_s": time.perf_counter() - t3 if config.warmup else 0.0}
         logger.info(
             "engine started in %.1fs: model=%s device=%s cpu_bind=%s blocks=%d x %d",
             engine.startup_s, config.name, device, cpu_bind, engine.num_blocks, engine.block_size,
@@ -241,39 +251,6 @@ class Engine:
                 observer(scheduler_stats, iteration_stats)
             except Exception:  # a metrics bug must never break generation
                 logger.exception("stats observer failed")
-
-
-def _build_async_llm(engine_args: dict[str, Any], stat_logger_factory) -> Any:
-    from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.v1.engine.async_llm import AsyncLLM
-
-    engine_args = dict(engine_args)
-    for key, cls_name in (("kv_events_config", "KVEventsConfig"), ("kv_transfer_config", "KVTransferConfig"),
-                          ("structured_outputs_config", "StructuredOutputsConfig")):
-        if isinstance(engine_args.get(key), dict):  # YAML/JSON-friendly form -> vLLM's dataclass
-            import vllm.config as vllm_config
-
-            engine_args[key] = getattr(vllm_config, cls_name)(**engine_args[key])
-    return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args), stat_loggers=[stat_logger_factory])
-
-
-def _stat_logger_factory(holder: dict[str, Engine]):
-    """A vLLM per-engine stat logger that forwards each step to the Engine."""
-    from vllm.v1.metrics.loggers import StatLoggerBase
-
-    class _EngineStepLogger(StatLoggerBase):
-        def __init__(self, vllm_config, engine_index: int = 0):
-            self.engine_index = engine_index
-
-        def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
-            engine = holder.get("engine")
-            if engine is not None:
-                engine._on_step(scheduler_stats, iteration_stats)
-
-        def log_engine_initialized(self):
-            pass
-
-    return _EngineStepLogger
 
 
 def _convert_logprobs(choice: Any, top_k: int, llm: Any) -> list[TokenLogprob]:

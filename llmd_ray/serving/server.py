@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +26,16 @@ from llmd_ray.serving.metrics import EngineMetrics
 from llmd_ray.serving.replica import EngineReplica, offset_rank, replica_context
 
 logger = logging.getLogger("ray.serve")  # Serve captures this logger into replica logs
+
+
+def _process_started() -> float | None:
+    """When this process started (wall clock), or None where psutil cannot tell."""
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:
+        return None
 
 
 def build_features(replica_id: str, rank: int | None, config: EngineConfig, spec: ReplicaFeatures, *,
@@ -61,6 +73,7 @@ class LLMServer(EngineReplica):
     async def __init__(self, engine_config: EngineConfig | dict, kv_index: Any = None,
                        features: ReplicaFeatures | dict | None = None, *, store: Any = None, prefill: Any = None,
                        rank_offset: int = 0):
+        self._startup_marks = {"process_started": _process_started(), "init_entered": time.time()}
         self.config = EngineConfig.model_validate(engine_config)
         self.spec = ReplicaFeatures.model_validate(features or {})
         self.rank = offset_rank(replica_context()[0], rank_offset)
@@ -77,9 +90,17 @@ class LLMServer(EngineReplica):
         extra = merge_engine_args(parts)
         self.engine = await Engine.start(self.config, replica_rank=self.rank, observers=[self.metrics.observe],
                                          extra_engine_args=extra or None)
+        self._startup_marks["engine_started"] = time.time()
         for f in self.features:
             await f.started(self)
+        self._startup_marks["ready"] = time.time()
         logger.info("LLMServer ready: %s", self.model_info())
+
+    def startup_profile(self) -> dict:
+        """Where this replica's start went: wall-clock marks (process started, ``__init__`` entered, engine
+        started, ready) and the engine's phases in seconds (``Engine.startup_phases``)."""
+        return {"marks": dict(self._startup_marks), "phases": dict(getattr(self.engine, "startup_phases", {})),
+                "pid": os.getpid(), "rank": self.rank}
 
     @functools.cached_property
     def replica_id(self) -> str:

@@ -76,8 +76,11 @@ def test_worker_lost_under_load_streams_migrate_index_drops_it_app_recovers(clus
     assert t["engine_pids_before"], "no vLLM process found on the lost node"
     assert t["processes_left_on_node"] == 0 and t["engine_pids_alive_after"] == [], t
     assert t["in_flight_on_lost_node"], "no stream was in flight on the lost node"
-    assert t["broken"] == [] and t["migrated"] == len(t["in_flight_on_lost_node"]), t
-    assert t["ingress_migrations_logged"] >= t["migrated"], t
+    # Every stream in flight on the lost node completed: moved by the ingress (its log names each), or finished
+    # there within the ~1 s the kill takes; at least one was moved.
+    assert t["broken"] == [] and t["completed_of_in_flight"] == len(t["in_flight_on_lost_node"]), t
+    assert t["migrated"] >= 1 and t["migrated"] + len(t["finished_before_engine_gone"]) == len(t["in_flight_ids"]), t
+    assert all(t["in_flight_ended_s"][i] < t["killed_in_s"] + 1.0 for i in t["finished_before_engine_gone"]), t
     assert t["requests"]["errors"] == 0, t["error_examples"]
     assert t["served_after_kill"] < t["restart_begin"]  # served on the remaining node while the other was gone
     assert t["index_dropped"] < t["restart_begin"]
