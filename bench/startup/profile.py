@@ -6,8 +6,8 @@ Phases per replica (seconds): ``scheduled`` (``serve run`` started -> the replic
 Serve start, controller, worker process spawn), ``imports`` (process started -> ``LLMServer.__init__`` entered:
 the worker's own imports and deserialising the deployment), ``resolve_model``, ``import_vllm``,
 ``build_engine`` (vLLM's AsyncLLM: engine-core process, model load, KV cache), ``warmup``, ``features``
-(engine started -> replica ready), and ``to_running`` (the last replica ready -> the app RUNNING seen by the
-client: health checks and the controller's notice).
+(engine started -> replica ready), and ``to_running`` (the last replica ready -> the app's /health answering 200
+to the client: health checks and the controller's notice).
 
     .venv/bin/python bench/startup/profile.py --config serve_configs/default.yaml --rounds 3 \\
         --out bench/results/startup/default.json
@@ -88,9 +88,8 @@ def one_round(config: Path, deployment: str, app: str, replicas: int, port: int)
         wait(lambda: httpx.get(f"{url}/-/routes", timeout=2).status_code == 200, 300, "the proxy to answer")
         t_proxy = time.time()
 
-        def running():  # the dashboard's REST API: no process per poll on the cores being measured
-            apps = httpx.get("http://127.0.0.1:8265/api/serve/applications/", timeout=5).json()["applications"]
-            return (apps.get(app) or {}).get("status") == "RUNNING"
+        def running():  # the app's own health route (200 once its replicas run); no process per poll
+            return httpx.get(f"{url}/health", timeout=5).status_code == 200
 
         wait(running, 300, "the app to run", period_s=0.2)
         t_running = time.time()
