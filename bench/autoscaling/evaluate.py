@@ -1,6 +1,11 @@
 """Variant autoscaling evaluation, IN THE SIMULATOR: Ray's default vs WVA-style saturation vs ours.
 
-    .venv/bin/python bench/autoscaling/evaluate.py [--duration 1200] [--peak 40] [--out bench/results/autoscaling]
+    .venv/bin/python bench/autoscaling/evaluate.py --duration 1200 --peak 200 --seeds 0 1 2 \
+        --policies ours wva_saturation wva_saturation_tuned --tune [--out bench/results/autoscaling]
+
+``--tune`` runs the WVA-style scaler over ``eval_summary.WVA_GRID`` on the first seed and
+``wva_saturation_tuned`` is the cheapest grid point whose interactive SLO reaches ours on that seed
+(capped at 99%); it then runs on every seed like the other policies.
 
 Trace: a compressed "day" (diurnal sine ramp of request rate) built with the
 benchmark harness's workload generators, with a shift in request shape:
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import sys
 import time
 from pathlib import Path
 
@@ -28,50 +33,42 @@ from llmd_ray.sim.fleet import Simulator
 from llmd_ray.sim.policies import RayQueueLengthPolicy, SaturationPolicy, VariantPolicy
 from llmd_ray.sim.scenarios import CONFIG, INITIAL, trace
 
-def run_policy(name: str, duration: float, jobs, seed: int = 0) -> dict:
+sys.path.insert(0, str(Path(__file__).parent))
+from eval_summary import WVA_GRID, choose_tuned, score, summarize, wva_kwargs  # noqa: E402
+
+
+def make_policy(name: str, cfg: AutoscalerConfig, profiles: dict):
+    if name == "ours":
+        return VariantPolicy(cfg, profiles)
+    if name == "wva_saturation" or name.startswith("wva:"):  # WVA's defaults, or a point of the tuning grid
+        return SaturationPolicy(cfg, **wva_kwargs(name))
+    if name == "ray_default":
+        return RayQueueLengthPolicy(cfg, {"h100-agg": 64, "l4-agg": 16, "h100-prefill": 8, "h100-decode": 64,
+                                          "l4-decode": 16})
+    raise ValueError(name)
+
+
+def run_policy(name: str, duration: float, jobs, seed: int = 0, spec: str | None = None) -> dict:
+    """One simulated day; ``spec`` is the WVA grid point a ``wva_saturation_tuned`` run uses."""
     cfg = AutoscalerConfig.model_validate(CONFIG)
     profiles = {p: load_profile(p) for p in {v.profile for v in cfg.variants}}
-    if name == "ours":
-        policy = VariantPolicy(cfg, profiles)
-    elif name == "wva_saturation":
-        policy = SaturationPolicy(cfg)
-    elif name == "wva_saturation_tuned":  # thresholds lowered until its SLO is close to ours (fair cost comparison)
-        policy = SaturationPolicy(cfg, kv_threshold=0.4, queue_threshold=0.5, spare_kv=0.2, spare_queue=0.1,
-                                  interval_s=5.0, stable_s=120.0, wait_for_starting=False)
-    elif name == "ray_default":
-        policy = RayQueueLengthPolicy(cfg, {"h100-agg": 64, "l4-agg": 16, "h100-prefill": 8, "h100-decode": 64,
-                                            "l4-decode": 16})
-    else:
-        raise ValueError(name)
+    policy = make_policy(spec or name, cfg, profiles)
     tick = 0.5 if name == "ray_default" else 1.0
     sim = Simulator(cfg, profiles, initial=INITIAL, seed=seed, policy=policy, tick_s=tick, block_size=16)
     t0 = time.perf_counter()
     res = sim.run(jobs, until=duration)
     wall = time.perf_counter() - t0
-    classes = {c.name: c for c in cfg.classes}
-    per_class = {}
-    for cname, c in classes.items():
-        reqs = [r for r in jobs_requests(res) if r.cls == cname and r.arrival < duration - 300]
-        good = 0
-        for r in reqs:
-            if r.finished is None or not math.isfinite(r.finished) or r.first_token is None:
-                continue
-            ttft = r.first_token - r.arrival
-            tpot = (r.finished - r.first_token) / max(1, r.output_tokens - 1)
-            good += ttft * 1000 <= c.ttft_ms and tpot * 1000 <= c.itl_ms
-        per_class[cname] = {"requests": len(reqs), "slo_attainment": good / len(reqs) if reqs else None}
+    per_class, bins = score(res.requests, {c.name: c for c in cfg.classes}, duration)
+    scored = [v for v in per_class.values() if v["requests"]]
     return {
-        "policy": name, "cost_usd": round(res.cost, 3), "per_class": per_class,
-        "slo_attainment_all": sum(v["slo_attainment"] * v["requests"] for v in per_class.values() if v["requests"])
-        / max(1, sum(v["requests"] for v in per_class.values())),
+        "policy": name, "spec": spec or name, "seed": seed, "cost_usd": round(res.cost, 3), "per_class": per_class,
+        "slo_attainment_all": sum(v["slo_attainment"] * v["requests"] for v in scored)
+        / max(1, sum(v["requests"] for v in scored)),
+        "interactive_misses_per_30s": bins,
         "scale_actions": len(res.scale_events), "replica_timeline": res.replica_timeline[::10],
         "scale_events": [(e.t, e.variant, e.before, e.after) for e in res.scale_events],
         "wall_s": round(wall, 1), "requests": len(res.requests),
     }
-
-
-def jobs_requests(res):
-    return res.requests
 
 
 def plot(results: dict, jobs, duration: float, out: Path) -> None:
@@ -119,37 +116,64 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=1200.0)
     ap.add_argument("--peak", type=float, default=40.0)
-    ap.add_argument("--policies", nargs="+", default=["ray_default", "wva_saturation", "ours"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="trace (and simulator) seeds")
+    ap.add_argument("--policies", nargs="+", default=["ray_default", "wva_saturation", "ours"],
+                    help="ours, wva_saturation, wva_saturation_tuned (needs --tune or merged tuning), ray_default, "
+                    "or a WVA grid point like wva:kv=0.4,q=0.5,int=5,wait=0")
+    ap.add_argument("--tune", action="store_true", help="run the WVA tuning grid on the first seed")
     ap.add_argument("--out", default="bench/results/autoscaling")
     ap.add_argument("--merge-from", nargs="*", default=[],
                     help="evaluation.json files of earlier runs (same duration/peak) whose results are reused")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = trace(a.duration, a.peak)
-    results = {}
+    results: dict = {}
+    tuning: dict = {}
     for path in a.merge_from:
         prev = json.loads(Path(path).read_text())
-        if (prev["duration_s"], prev["peak_rps"]) != (a.duration, a.peak):
-            raise SystemExit(f"{path}: a different trace (duration/peak)")
-        results.update(prev["results"])
-    for name in a.policies:
-        if name in results:
-            continue
-        results[name] = run_policy(name, a.duration, jobs)
-        r = results[name]
-        print(f"{name}: cost ${r['cost_usd']:.2f}, SLO {r['per_class']}, actions {r['scale_actions']}, wall {r['wall_s']}s",
-              flush=True)
-    summary = {"simulated": True, "duration_s": a.duration, "peak_rps": a.peak, "requests": len(jobs),
-               "config": CONFIG, "initial": INITIAL, "results": results}
-    for base in ("wva_saturation", "wva_saturation_tuned"):
-        if "ours" in results and base in results:
-            summary[f"ours_cost_vs_{base}"] = results["ours"]["cost_usd"] / results[base]["cost_usd"]
-    if "ours" in results and "ray_default" in results:
-        summary["ours_cost_vs_ray_default"] = results["ours"]["cost_usd"] / results["ray_default"]["cost_usd"]
+        if (prev["duration_s"], prev["peak_rps"]) != (a.duration, a.peak) or "wva_tuning" not in prev:
+            raise SystemExit(f"{path}: a different trace (duration/peak) or the old single-seed format")
+        for name, by_seed in prev["results"].items():
+            results.setdefault(name, {}).update(by_seed)
+        tuning = prev["wva_tuning"] or tuning
+    traces = {s: trace(a.duration, a.peak, s) for s in a.seeds}
+
+    def run(name: str, seed: int, spec: str | None = None) -> dict:
+        key = str(seed)
+        if key not in results.get(name, {}):
+            r = run_policy(name, a.duration, traces[seed], seed, spec)
+            results.setdefault(name, {})[key] = r
+            pc = {k: round(v["slo_attainment"], 4) for k, v in r["per_class"].items()}
+            print(f"{name} [{r['spec']}] seed {seed}: ${r['cost_usd']:.2f}, SLO {pc}, actions "
+                  f"{r['scale_actions']}, wall {r['wall_s']}s", flush=True)
+        return results[name][key]
+
+    first = a.seeds[0]
+    if a.tune:
+        ours = run("ours", first)["per_class"]["interactive"]["slo_attainment"]
+        target = min(0.99, ours)
+        grid = []
+        for spec in WVA_GRID:
+            r = run_policy(spec, a.duration, traces[first], first, spec)
+            grid.append({"spec": spec, "cost_usd": r["cost_usd"],
+                         "interactive_slo": r["per_class"]["interactive"]["slo_attainment"],
+                         "batch_slo": r["per_class"]["batch"]["slo_attainment"], "scale_actions": r["scale_actions"]})
+            print(f"  grid {spec}: ${r['cost_usd']:.2f}, interactive {grid[-1]['interactive_slo']:.4f}", flush=True)
+        tuning = {"seed": first, "target_interactive_slo": target, "grid": grid, "chosen": choose_tuned(grid, target)}
+    for seed in a.seeds:
+        for name in a.policies:
+            if name == "wva_saturation_tuned":
+                if not tuning:
+                    raise SystemExit("wva_saturation_tuned needs --tune (or a merged evaluation.json with a tuning)")
+                run(name, seed, tuning["chosen"]["spec"])
+            else:
+                run(name, seed)
+    summary = {"simulated": True, "duration_s": a.duration, "peak_rps": a.peak, "seeds": a.seeds,
+               "requests": {str(s): len(j) for s, j in traces.items()}, "config": CONFIG, "initial": INITIAL,
+               "command": " ".join(sys.argv), "wva_tuning": tuning, "spread": summarize(results), "results": results}
     (out / "evaluation.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot(results, jobs, a.duration, out)
-    print(json.dumps({k: v for k, v in summary.items() if k.startswith("ours_")}))
+    plot({n: r[str(first)] for n, r in results.items() if str(first) in r}, traces[first], a.duration, out)
+    print(json.dumps({k: v for k, v in summary["spread"].items() if k.startswith("ours_")}))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ def engine_pids(netns: str) -> list[int]:
     for pid in netns_pids(netns):
         try:
             title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            title += " " + Path(f"/proc/{pid}/comm").read_text(errors="replace")  # a forked engine core's title
         except OSError:
             continue
         if "VLLM" in title or "EngineCore" in title:

@@ -1,5 +1,5 @@
 """Where an engine replica's start-up goes (issue 18 item 4): ``serve run`` of a config, timed from the user's
-side (process start -> app RUNNING -> first completion answered), with each engine replica's own marks and
+side (``serve run`` started -> the app's /health answering 200 -> first completion answered), with each engine replica's own marks and
 phases (``LLMServer.startup_profile``) and vLLM's engine-core log lines, over ``--rounds`` fresh starts.
 
 Phases per replica (seconds): ``scheduled`` (``serve run`` started -> the replica's process started: Ray and
@@ -12,7 +12,8 @@ to the client: health checks and the controller's notice).
     .venv/bin/python bench/startup/profile.py --config serve_configs/default.yaml --rounds 3 \\
         --out bench/results/startup/default.json
 
-A benchmark: run it alone on the machine.
+A benchmark: run it alone on the machine. ``serve_run_to_running_s`` is ``serve run`` -> /health 200 (the key
+predates the wording). Compare two versions side by side with ``bench/startup/compare.py``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ BIN = Path(sys.executable).parent
 VLLM_LINES = {
     "vllm_init_engine_s": re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+)"),
     "vllm_load_weights_s": re.compile(r"Loading weights took ([\d.]+)"),
-    "vllm_model_loading_s": re.compile(r"Model loading took [\d.]+ \w+ (?:memory )?and ([\d.]+) second"),
 }
 DRIVER = """
 import json, sys, ray

@@ -16,6 +16,7 @@ from llmd_ray.autoscaling.demand import DemandEstimator, DemandItem, scale_deman
 from llmd_ray.autoscaling.hysteresis import Hysteresis
 from llmd_ray.autoscaling.optimizer import Optimizer, Plan
 from llmd_ray.autoscaling.perf import Profile, load_profile
+from llmd_ray.autoscaling.startup import StartupTracker
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class VariantAutoscaler:
             horizon_s=config.forecast_horizon_s, cold_start_s=config.cold_start_s,
             default_hit_rate=config.default_hit_rate)
         self.hysteresis = Hysteresis(config.downscale_stable_s, config.upscale_cooldown_s)
+        self.startup = StartupTracker({v.name: self.profiles[v.profile].startup_s
+                                       for v in config.variants if v.max_replicas > 0})
         self.last: Decision | None = None
         self._last_solve: float | None = None
 
@@ -67,12 +70,21 @@ class VariantAutoscaler:
         self._last_solve = now
         cfg = self.config
         current = {v.name: int(current.get(v.name, v.min_replicas)) for v in cfg.variants}
+        ready: dict[str, dict[str, float]] = {v.name: {} for v in cfg.variants}
+        for rid, r in replicas.items():
+            if r.variant in ready:
+                ready[r.variant][rid] = r.started_at
+        self.startup.observe(ready)
+        n_ready = {v: len(ids) for v, ids in ready.items()}
+        # Replicas asked for now serve from now + start-up until the next decision's arrive: plan on that forecast.
+        self.estimator.horizon_s = self.horizon_s()
         # P/D: the decode replicas see every request (they orchestrate), prefill replicas only the split ones:
         # the demand is counted on decode, once.
         roles = {v.name: v.role for v in cfg.variants}
         demand = self.estimator.update(now, {rid: (r.sample_time, r.started_at, r.metrics)
                                              for rid, r in replicas.items() if roles.get(r.variant) != "prefill"})
-        if not self.estimator.ready:
+        if not self.estimator.ready:  # no rates yet: solve again at the next call, not an interval later
+            self._last_solve = None
             self.last = Decision(now, current, dict(current), "warming_up", "no rates yet: holding current counts")
             return self.last
         if cfg.min_demand_rps and sum(d.rate for d in demand) < cfg.min_demand_rps and demand:
@@ -83,8 +95,8 @@ class VariantAutoscaler:
             return self.last
         desired = dict(plan.counts)
         saturated = self._saturated(now, replicas)
-        for v in saturated:  # the profile is optimistic for this variant: trust the queue
-            desired[v] = max(desired[v], current[v] + 1)
+        for v in saturated:  # the profile is optimistic for this variant: trust the queue, one more than is
+            desired[v] = max(desired[v], n_ready[v] + 1)  # serving (replicas starting are capacity on its way)
         margin = scale_demand(demand, 1.0 + cfg.downscale_margin)
 
         def safe(trial: dict[str, int]) -> bool:
@@ -96,10 +108,15 @@ class VariantAutoscaler:
         for v in cfg.variants:
             counts[v.name] = min(max(counts[v.name], v.min_replicas), v.max_replicas)
         reason = plan.message + (f"; queues building on {', '.join(saturated)}" if saturated else "")
+        self.startup.requested(now, current, counts, n_ready)
         self.last = Decision(now, counts, desired, plan.status, reason, demand, plan, dict(self.hysteresis.blocked))
         if counts != current:
             logger.info("variant autoscaler: %s -> %s (%s)", current, counts, reason)
         return self.last
+
+    def horizon_s(self) -> float:
+        """Forecast look-ahead: the configured horizon, at least the longest start-up plus one interval."""
+        return max(self.config.forecast_horizon_s, self.startup.longest_s() + self.config.interval_s)
 
     def _saturated(self, now: float, replicas: Mapping[str, ReplicaSample]) -> list[str]:
         waiting: dict[str, list[float]] = {}

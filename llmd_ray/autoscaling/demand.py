@@ -8,7 +8,8 @@ the counters of every replica into rates with a ``DemandEstimator``:
   (a replica started since the last update counts from zero at its start, so a
   growing fleet does not hide its new replicas' traffic; a restarted replica's
   counters start a new baseline, never a negative rate);
-* smoothed by an EWMA and forecast ``horizon`` ahead with Holt's linear trend;
+* smoothed by an EWMA and forecast ``horizon`` ahead with Holt's linear trend (the plan's demand is
+  never below the current level: what is removed now is gone before the forecast time);
 * the cache hit rate per bucket comes only from replicas older than
   ``cold_start_s``: a new replica's cold cache would inflate prefill demand;
 * prefill demand is the **uncached** prompt tokens: input x (1 - hit rate).
@@ -170,12 +171,17 @@ class DemandEstimator:
             s.sums = [a * xi + (1 - a) * si for xi, si in zip(x, s.sums)]
         return self.forecast()
 
-    def forecast(self, horizon_s: float | None = None) -> list[DemandItem]:
+    def forecast(self, horizon_s: float | None = None, hold_level: bool = True) -> list[DemandItem]:
+        """Per bucket the rate ``horizon_s`` ahead; with ``hold_level`` (the plan's demand) never below the
+        current level: a fleet sized now serves from now until the horizon (a replica removed is gone at once),
+        so on a falling trend it must still hold today's rate."""
         h = self.horizon_s if horizon_s is None else horizon_s
         items = []
         for key in sorted(self._state):
             s = self._state[key]
             rate = max(0.0, s.level + max(s.trend, -s.level / max(h, 1e-9)) * h) if h else s.level
+            if hold_level:
+                rate = max(rate, s.level)
             n, tin, tout, cached, tin_m = s.sums
             if rate <= 1e-9 or n <= 1e-12:
                 continue

@@ -43,6 +43,16 @@ def loadavg_1m() -> float | None:
         return None
 
 
+def settle(below: float, max_wait_s: float = 240.0, poll_s: float = 2.0) -> tuple[float | None, float]:
+    """Wait until the 1-minute load average is below ``below`` (or ``max_wait_s`` passed): the previous round's
+    own start-up raises it, and a round started above it measures that. Returns (load then, seconds waited);
+    the caller records the load and judges the round by it."""
+    t0 = time.monotonic()
+    while (load := loadavg_1m()) is not None and load >= below and time.monotonic() - t0 < max_wait_s:
+        time.sleep(poll_s)
+    return loadavg_1m(), time.monotonic() - t0
+
+
 def proc_stat_jiffies() -> tuple[int, int] | None:
     """(busy, total) jiffies summed over all CPUs from /proc/stat (None: not Linux)."""
     try:

@@ -48,8 +48,8 @@ class Engine:
         self.device = device
         self.cpu_bind = cpu_bind
         self.startup_s = startup_s
-        # Seconds per start-up phase (``start``): resolve_model_s, import_vllm_s, build_engine_s (vLLM's
-        # AsyncLLM: engine-core process, model load, KV cache), warmup_s.
+        # Seconds per start-up phase (``start``): detect_platform_s (imports torch and vLLM's base),
+        # resolve_model_s, import_vllm_s, build_engine_s (AsyncLLM: engine-core process, model, KV cache), warmup_s.
         self.startup_phases: dict[str, float] = {}
         self._llm = llm
         cache = llm.vllm_config.cache_config
@@ -73,7 +73,8 @@ class Engine:
         ``extra_engine_args`` are set by the serving layer (e.g. the replica's own
         ``kv_events_config`` endpoint and topic) on top of ``config.engine_args``.
         """
-        device = config.resolved_device(_platform_is_gpu())
+        t_entry = time.perf_counter()
+        device = config.resolved_device(_platform_is_gpu())  # imports vllm.platforms: torch and vLLM's base
         cpu_bind, claim = (bind_replica(config.cpu_bind, replica_rank, config.cpu_cores_per_replica)
                            if device == "cpu" else (None, None))
         os.environ.update(config.environment(device, cpu_bind))
@@ -87,7 +88,8 @@ class Engine:
         factory = stat_logger_factory(holder)
         engine_args = {**config.engine_args(model_path, device), **(extra_engine_args or {})}
         with lifeline.claim():  # the engine's processes die with this one, however it goes
-            llm = await asyncio.to_thread(build_async_llm, engine_args, factory)
+            llm = await asyncio.to_thread(build_async_llm, engine_args, factory,
+                                          config.resolved_engine_core_start(device))
         t3 = time.perf_counter()
         engine = cls(config, llm, device, cpu_bind, t3 - t0)
         engine._cores = claim
@@ -96,7 +98,7 @@ class Engine:
         if config.warmup:
             await engine._warmup()
             engine.startup_s = time.perf_counter() - t0
-        engine.startup_phases = {"resolve_model_s": t1 - t0, "import_vllm_s": t2 - t1, "build_engine_s": t3 - t2,
+        engine.startup_phases = {"detect_platform_s": t0 - t_entry, "resolve_model_s": t1 - t0, "import_vllm_s": t2 - t1, "build_engine_s": t3 - t2,
                                  "warmup_s": time.perf_counter() - t3 if config.warmup else 0.0}
         logger.info(
             "engine started in %.1fs: model=%s device=%s cpu_bind=%s blocks=%d x %d",

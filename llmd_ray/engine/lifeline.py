@@ -14,9 +14,9 @@ context manager :func:`claim` puts the replica's identity, ``pid:starttime`` fro
 meanwhile inherits it and calls :func:`arm`, which starts a daemon thread that
 blocks on a ``pidfd`` of the owner (readable the moment the owner exits, no
 polling; a 0.2 s ``/proc`` poll where ``pidfd_open`` is missing) and then SIGKILLs
-its own process. ``arm`` is reached two ways, because
-vLLM starts the engine core with ``fork`` outside Ray and with ``spawn`` inside a
-Ray actor (``vllm.utils.system_utils._maybe_force_spawn``):
+its own process. ``arm`` is reached two ways, because the engine core is started
+with ``fork`` (vLLM's choice outside Ray; ours on CPU, ``EngineConfig.engine_core_start``)
+or ``spawn`` (vLLM's choice inside a Ray actor, ``_maybe_force_spawn``; ours on GPU):
 
 - spawn: the ``vllm.general_plugins`` entry point ``llmd_ray_lifeline`` runs in every
   vLLM process (``EngineCore.__init__``, workers' ``WorkerWrapperBase``); in the

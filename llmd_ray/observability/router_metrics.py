@@ -7,7 +7,7 @@ from llmd_ray.observability.keep import keep
 from llmd_ray.observability.zero import declare
 
 FALLBACK_REASONS = ("no_tokens", "none_eligible")
-PRECISE_FALLBACK_REASONS = ("missing", "stale", "error")
+PRECISE_FALLBACK_REASONS = ("missing", "stale", "recovering", "error")
 SYNC_RESULTS = ("ok", "error", "timeout")
 SHARED_KINDS = ("published", "merged", "unknown_endpoint", "skipped", "dropped")
 

@@ -59,6 +59,10 @@ class PreciseIndexView(Protocol):
         """Seconds since the view last synced with the index (a heartbeat counts)."""
         ...
 
+    def is_recovering(self) -> bool:
+        """The index restarted and has not yet replayed the engines' events: its answers are incomplete."""
+        ...
+
 
 @dataclass(slots=True)
 class PluginHandle:

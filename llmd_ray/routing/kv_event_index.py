@@ -188,6 +188,7 @@ class IndexMirror:
     seq: int = 0
     blocks: dict[int, dict[str, str]] = field(default_factory=dict)
     synced_at: float | None = None
+    recovering: bool = False  # the index restarted and has not replayed the engines yet
     snapshots: int = 0
     deltas: int = 0
     speculative: dict[str, dict[int, float]] = field(default_factory=dict)  # replica -> hash -> expiry
@@ -207,6 +208,7 @@ class IndexMirror:
             self.deltas += 1
         self.epoch = changes["epoch"]
         self.seq = changes["seq"]
+        self.recovering = bool(changes.get("recovering", False))
         self.synced_at = time.monotonic() if now is None else now
 
     def _apply_op(self, kind: str, replica: str, hashes: Iterable[int], tier: str) -> None:
@@ -263,3 +265,6 @@ class IndexMirror:
 
     def staleness_s(self) -> float:
         return float("inf") if self.synced_at is None else time.monotonic() - self.synced_at
+
+    def is_recovering(self) -> bool:
+        return self.recovering

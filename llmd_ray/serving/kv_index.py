@@ -11,6 +11,8 @@ up, and every router's periodic ``sync`` carries the endpoints of the replicas
 and no longer sees is dropped with all its blocks; a restarted KVIndex (new
 epoch, empty) re-learns every endpoint from the next sync and replays each
 engine's buffered events, so the index recovers without restarting engines.
+Until it has heard a router's live set and replayed every engine in it, its
+answers carry ``recovering: true`` and routers use their approximate index.
 
 Routers never call this on their hot path: ``sync`` returns deltas since the
 router's ``(epoch, seq)`` (or a snapshot), which the router applies to its
@@ -48,6 +50,7 @@ class _Feed:
     task: asyncio.Task | None = None
     last_live: float = field(default_factory=time.monotonic)
     seen_by_router: bool = False
+    replayed: bool = False  # the first replay of the engine's buffer was attempted
 
 
 class KVIndex:
@@ -59,6 +62,7 @@ class KVIndex:
         self._feeds: dict[str, _Feed] = {}
         self._decode = msgspec.msgpack.Decoder()
         self._started = time.time()
+        self._recovered = False  # heard a router's live set and replayed every engine in it
         logger.info("KVIndex up: epoch %s", self.index.epoch)
 
     # ------------------------------------------------------------ membership
@@ -105,7 +109,10 @@ class KVIndex:
         sub.setsockopt(zmq.LINGER, 0)
         sub.connect(feed.endpoint)
         try:
-            await self._replay(replica, feed, 0)
+            try:
+                await self._replay(replica, feed, 0)
+            finally:
+                feed.replayed = True
             while True:
                 frames = await sub.recv_multipart()
                 if len(frames) != 3:
@@ -153,7 +160,9 @@ class KVIndex:
         """Called by routers: reconcile the live replica set, return changes since ``(epoch, since)``."""
         if live is not None:
             self._reconcile(live)
-        return self.index.changes(epoch, since)
+            if not self._recovered:
+                self._recovered = all(f.replayed for f in self._feeds.values())
+        return {**self.index.changes(epoch, since), "recovering": not self._recovered}
 
     async def lookup(self, token_ids: Sequence[int], block_size: int, hash_seed: str | None = None) -> dict[str, int]:
         """Cached prompt tokens per replica for ``token_ids`` (tests, debugging)."""
@@ -161,7 +170,8 @@ class KVIndex:
         return {r: n * block_size for r, (n, _tier) in self.index.match(hashes).items()}
 
     def stats(self) -> dict[str, Any]:
-        return {**self.index.stats(), "following": sorted(self._feeds), "uptime_s": time.time() - self._started}
+        return {**self.index.stats(), "following": sorted(self._feeds), "recovering": not self._recovered,
+                "uptime_s": time.time() - self._started}
 
     # ----------------------------------------- the shared KV tier (llmd_ray.tiers.shared_store, issue 9)
     async def shared_update(self, stored: list[int], removed: list[int], full: bool = False) -> str:

@@ -43,10 +43,15 @@ from llmd_ray.routing.table import SMALL_CANDIDATES, Candidates, EndpointTable, 
 from llmd_ray.routing.types import RoutingRequest
 from llmd_ray.sim.loadbounds import LoadBounds
 from llmd_ray.sim.ranking import BaseRanking, plain_rng
+from llmd_ray.sim.runindex import RunPrefixIndex
+from llmd_ray.sim.runtrie import TargetMatch
 
 BALANCE = (QueueScorer, KVCacheUtilizationScorer, LoadAwareScorer)  # read only the synced stats columns
 AFFINITY = (PrefixCacheScorer, SessionAffinityScorer)  # zero on all but a few endpoints per request
-ADAPTER_ONLY = ("lora-affinity",)  # affinity scorers that score 0 everywhere for a request without a LoRA adapter
+ADAPTER_ONLY = ("lora-affinity",)
+# the filter's verdict counters (its ``outcomes`` keys: plain strings, cheaper to hash than the enum members)
+COLD, WARM, RELEASED, IMBALANCED = (str(a) for a in (Affinity.COLD, Affinity.WARM, Affinity.RELEASED,
+                                                     Affinity.IMBALANCED))  # affinity scorers that score 0 everywhere for a request without a LoRA adapter
 
 
 class FastRouter:
@@ -67,6 +72,7 @@ class FastRouter:
         self._index_of: dict[str, int] = {}
         self.base: BaseRanking | None = None
         self.fallbacks = 0  # decisions handed to Scheduler.schedule
+        self.prefix = scheduler.plugin_of_type(PrefixCacheScorer)
 
     @property
     def supported(self) -> bool:
@@ -122,7 +128,17 @@ class FastRouter:
         return table.ids[self.base.pick(handle.rng, table.in_flight, self.random_ties)]
 
     def on_routed(self, request: RoutingRequest, endpoint_id: str) -> None:
-        """``Scheduler.on_routed``, then the filter's new backlog for the endpoint into ``LoadBounds``."""
+        """``Scheduler.on_routed``, then the filter's new backlog for the endpoint into ``LoadBounds``.
+
+        When the decision did not match the request (routed by load) and the index is a ``RunPrefixIndex``,
+        the prefix plugin is handed the routed endpoint's match alone (``TargetMatch``): the only one its
+        and the filter's hooks read (any other read raises), instead of naming every holder."""
+        prefix = self.prefix
+        if prefix is not None and isinstance(prefix.index, RunPrefixIndex):
+            last, version = prefix._last, prefix.index.version
+            if last is None or last[0] is not request or last[1] != version:
+                held = prefix.index.match_of(endpoint_id, request.block_hashes)
+                prefix._last = (request, version, TargetMatch(endpoint_id, held))
         self.sched.on_routed(request, endpoint_id)
         if self.bounds is not None and self._synced is not None:
             pos = self._index_of.get(endpoint_id)
@@ -153,7 +169,7 @@ class FastRouter:
         """``PrefixCacheAffinityFilter.filter`` from the bounds: (warm table positions kept or None: all, by load)."""
         p = f.params
         if hi - lo > p.imbalance_abs_tokens and hi > p.imbalance_ratio * lo:
-            f._verdict(None, Affinity.IMBALANCED, "imbalanced")
+            f.outcomes[IMBALANCED] += 1
             return None, True
         index_of, best, held = table.index_of, 0, []
         for eid, m in f._matches(cycle).items():
@@ -163,16 +179,16 @@ class FastRouter:
                 if m > best:
                     best = m
         if best < p.min_match_blocks:
-            f._verdict(None, Affinity.COLD, "cold")
+            f.outcomes[COLD] += 1
             return None, False
         floor, threshold, now, eps = p.warm_fraction * best, f.threshold_tokens, cycle.now, table.endpoints
         load = self.bounds.load
         kept = [pos for pos in sorted(pos for pos, m in held if m >= floor)
                 if load(pos, now) <= threshold and not eps[pos].at_capacity]
         if kept:
-            f._verdict(None, Affinity.WARM, "warm")
+            f.outcomes[WARM] += 1
             return kept, False
-        f._verdict(None, Affinity.RELEASED, "released")
+        f.outcomes[RELEASED] += 1
         return None, True
 
     def _affinity_somewhere(self, cycle: CycleState, table: EndpointTable) -> bool:

@@ -20,52 +20,33 @@ import heapq
 import itertools
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-import numpy as np
 
 from llmd_ray.autoscaling.config import AutoscalerConfig
 from llmd_ray.topology.variant import Variant
 from llmd_ray.autoscaling.demand import classify
 from llmd_ray.autoscaling.optimizer import Optimizer
-from llmd_ray.autoscaling.demand import DemandItem
 from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.scheduler import Scheduler
 from llmd_ray.routing.table import EndpointTable
-from llmd_ray.routing.types import Endpoint, RoutingRequest
+from llmd_ray.routing.types import Endpoint
 from llmd_ray.sim.fastroute import FastRouter
+from llmd_ray.sim.fleet_routing import FleetRouting
 from llmd_ray.sim.replica import SimReplica, SimRequest
+from llmd_ray.sim.result import ScaleEvent, SimResult
+from llmd_ray.sim.runindex import RunPrefixIndex
 from llmd_ray.sim.workload import SimJob, block_hashes, SynthText
 
 ARRIVE, STEP, TICK, STATS, READY, HANDOFF, NEXT_TURN = range(7)
 
 
-@dataclass(slots=True)
-class ScaleEvent:
-    t: float
-    variant: str
-    before: int
-    after: int
-
-
-@dataclass
-class SimResult:
-    requests: list[SimRequest]
-    scale_events: list[ScaleEvent]
-    cost: float  # $ over the run (replica-seconds x price, from start until removal)
-    replica_timeline: list[tuple[float, dict[str, int]]]  # (t, ready replicas per variant)
-    sim_seconds: float
-    wall_seconds: float = 0.0
-    routing_calls: int = 0
-    extra: dict = field(default_factory=dict)
-
-
-class Simulator:
+class Simulator(FleetRouting):
     def __init__(self, config: AutoscalerConfig, profiles: dict, *, initial: dict[str, int],
                  router_config: dict | str | None = None, candidates: int | None = None, block_size: int = 16,
                  stats_period_s: float = 0.5, seed: int = 0, policy=None, tick_s: float = 1.0,
                  startup_s: float | None = None, instant_start: bool = True, router: str = "llmd",
-                 table_routing: bool = True, fast_routing: bool = True):
+                 table_routing: bool = True, fast_routing: bool = True, run_index: bool = True,
+                 mirror_cache: bool = True):
         self.config = config
         self.classes = config.classes
         self.variants = {v.name: v for v in config.variants}
@@ -97,11 +78,18 @@ class Simulator:
         self.schedulers = {v: Scheduler.from_config(router_config, clock=lambda: self.now, seed=seed)
                            for v in self.variants}
         self.fast = {v: FastRouter(s) for v, s in self.schedulers.items()}
+        # The prefix index per run of blocks (same answers: llmd_ray.sim.runindex); with the llmd router it
+        # also stands for the replicas' caches it mirrors (same requests, capacity and order): mirror_cache.
+        self.prefix = {v: s.plugin_of_type(PrefixCacheScorer) for v, s in self.schedulers.items()}
+        for p in self.prefix.values():
+            if run_index and p is not None and not p.index.endpoints():
+                p.index = RunPrefixIndex(p.index.default_capacity)
+        self.mirror_cache = mirror_cache and router == "llmd"
         self.done: list[SimRequest] = []
         self.scale_events: list[ScaleEvent] = []
         self.timeline: list[tuple[float, dict[str, int]]] = []
         self.routing_calls = 0
-        self._cap_cache: dict[tuple, np.ndarray] = {}
+        self._cap_cache: dict[tuple, list[list[float]]] = {}
         self._ids = itertools.count()
         for v, n in initial.items():
             for _ in range(n):
@@ -206,7 +194,9 @@ class Simulator:
         else:  # chat: system + history + this message
             prompt = (history if history is not None else (job.system or SynthText())) + t.user
         n_in = prompt.tokens
-        req = SimRequest(next(self._ids), self.now, n_in, t.max_tokens, block_hashes(prompt, self.block_size),
+        pre = t.prehashed if t.prompt is not None else None
+        hashes = pre[1] if pre is not None and pre[0] == self.block_size else block_hashes(prompt, self.block_size)
+        req = SimRequest(next(self._ids), self.now, n_in, t.max_tokens, hashes,
                          classify(self.classes, n_in, t.max_tokens).name, job, turn, job.session_id)
         req.prompt = prompt
         route = self._pick_route(req)
@@ -216,61 +206,6 @@ class Simulator:
             return
         first = self.routes[route].variants[0]
         self._route(req, self.optimizer.variants[first].name)
-
-    def _pick_route(self, req: SimRequest) -> int | None:
-        key = (req.cls, req.input_tokens // 64, req.output_tokens // 16)
-        caps = self._cap_cache.get(key)
-        if caps is None:
-            d = [DemandItem("k", req.cls, req.input_tokens, req.output_tokens, 0.0, 1.0)]
-            c = self.optimizer.capacities(d)[:, 0, :]
-            caps = self._cap_cache[key] = c
-        weights = []
-        for r, route in enumerate(self.routes):
-            w = float("inf")
-            for slot, vi in enumerate(route.variants):
-                n = len(self.ready(self.optimizer.variants[vi].name))
-                w = min(w, n * caps[r, slot])
-            weights.append(w)
-        total = sum(weights)
-        if total <= 0:  # nothing ready that meets the SLO: any ready route
-            weights = [min(len(self.ready(self.optimizer.variants[vi].name)) for vi in route.variants)
-                       for route in self.routes]
-            total = sum(weights)
-            if total <= 0:
-                return None
-        x = self.rng.random() * total
-        for r, w in enumerate(weights):
-            x -= w
-            if x < 0:
-                return r
-        return len(weights) - 1
-
-    def _route(self, req: SimRequest, variant: str) -> None:
-        eps = self._eps(variant)
-        if not eps:
-            req.finished = float("inf")
-            self.done.append(req)
-            return
-        if self.router == "pow2":  # Ray Serve's default: the less loaded of two distinct random replicas, ties random
-            a, b = self.rng.sample(eps, 2) if len(eps) > 1 else (eps[0], eps[0])
-            self._deliver(req, (a if a.in_flight <= b.in_flight else b).id)
-            return
-        sched = self.schedulers[variant]
-        rr = RoutingRequest(str(req.id), _Len(req.input_tokens), self.block_size, req.session_id,
-                            _block_hashes=list(req.hashes))
-        if self.candidates and len(eps) > self.candidates:
-            eps = self._candidates(sched, rr, eps)
-        self.routing_calls += 1
-        fast = self.fast[variant]
-        if self.fast_routing and fast.supported and isinstance(eps, EndpointTable):
-            target = fast.schedule(rr, eps) or eps[0].id
-            fast.on_routed(rr, target)
-            self._deliver(req, target)
-            return
-        result = sched.schedule(rr, eps if self.table_routing or not isinstance(eps, EndpointTable) else list(eps))
-        target = result.target or eps[0].id
-        sched.on_routed(rr, target)
-        self._deliver(req, target)
 
     def _deliver(self, req: SimRequest, target: str) -> None:
         rep = self.by_id[target]
@@ -285,25 +220,6 @@ class Simulator:
             if t is not None:
                 rep.epoch += 1
                 self.push(t, STEP, (rep, rep.epoch))
-
-    def _eps(self, variant: str) -> EndpointTable:
-        return self._ready_eps[variant]
-
-    def _candidates(self, sched: Scheduler, rr: RoutingRequest, eps: list[Endpoint]) -> list[Endpoint]:
-        """Prefix holders first, then a seeded sample (bounds the per-decision cost at fleet scale)."""
-        k = self.candidates
-        prefix = sched.plugin_of_type(PrefixCacheScorer)
-        holders = prefix.index.match(rr.block_hashes) if prefix is not None else {}
-        get = eps.get if isinstance(eps, EndpointTable) else {e.id: e for e in eps}.get
-        chosen = [e for i, _ in sorted(holders.items(), key=lambda kv: -kv[1]) if (e := get(i)) is not None][: k // 2]
-        ids = {e.id for e in chosen}
-        rest = [e for e in self.rng.sample(eps, min(len(eps), k)) if e.id not in ids]
-        return chosen + rest[: k - len(chosen)]
-
-    def _route_decode(self, req: SimRequest) -> None:
-        req.decode_only = True
-        route_decode = req.decode_variant
-        self._route(req, route_decode)
 
     def _kick(self, rep: SimReplica) -> None:
         nxt = rep.start_step(self.now)
@@ -367,15 +283,3 @@ class Simulator:
         for v, n in (targets or {}).items():
             spec: Variant = self.variants[v]
             self.scale_to(v, min(max(int(n), spec.min_replicas), spec.max_replicas))
-
-
-class _Len:
-    """Stands in for token ids: the router only needs their count (hashes are precomputed)."""
-
-    __slots__ = ("n",)
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n

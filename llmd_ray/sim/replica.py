@@ -8,7 +8,11 @@ pending the batch is constant, so a whole run of decode steps up to the next
 finish is one event; an arrival cuts the run at the next step boundary.
 
 The prefix cache is an LRU over block hashes sized to the KV cache; a
-request's cached leading blocks are skipped by prefill.
+request's cached leading blocks are skipped by prefill. When the simulator's
+router records every request of this replica in its prefix index, with the
+same capacity and LRU order (``Simulator(mirror_cache=True)``), the two are
+the same LRU: the router's match is passed as ``SimRequest.hit_blocks`` and
+this replica's own copy is not kept.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class SimRequest:
     prompt: object = None  # the SynthText (chat history grows from it)
     replica: str | None = None
     decode_variant: str | None = None
+    hit_blocks: int | None = None  # leading blocks the replica's cache holds, when the router's index mirrors it
 
 
 @dataclass(slots=True, eq=False)
@@ -73,6 +78,7 @@ class SimReplica:
     seq: int = 0
     is_run: bool = False  # the current event is a fast-forwarded decode run
     chunk: int = 0  # prefill tokens in the current step
+    host: object = None  # host.HostState: engines sharing a host slow each other (None: a host of its own)
 
     def __post_init__(self):
         self.cache_blocks = max(1, self.profile.kv_cache_tokens // self.profile.block_size)
@@ -118,7 +124,11 @@ class SimReplica:
             self.recorder.on_cached(key, req.cached)
             req.remaining = 0
         else:
-            cached = self.lookup(req)
+            if req.hit_blocks is None:
+                cached = self.lookup(req)
+            else:  # the router's prefix index mirrors this cache (see Simulator): it already matched the request
+                cached = min(req.hit_blocks * self.profile.block_size, req.input_tokens - 1)
+                req.hit_blocks = None
             req.cached = cached
             if self.role != "prefill":
                 key = self.recorder.on_arrival(req.input_tokens, req.output_tokens)
@@ -154,6 +164,8 @@ class SimReplica:
             self.run_end_counter = self.counter + (1 if b else 0)
             self.run_start = now
             self.run_step = p.step_ms(b if self.role != "prefill" else 0, ctx, chunk) / 1000.0
+            if self.host is not None:
+                self.run_step *= self.host.step_factor(self, prefill=chunk > 0)
             self.chunk = chunk
             return now + self.run_step, False
         if b:
@@ -163,6 +175,8 @@ class SimReplica:
             self.run_end_counter = self.counter + steps
             self.run_start = now
             self.run_step = p.itl_ms(b, ctx) / 1000.0
+            if self.host is not None:
+                self.run_step *= self.host.step_factor(self, prefill=False)
             self.chunk = 0
             return now + steps * self.run_step, True
         return None

@@ -25,12 +25,14 @@ from llmd_ray.workloads.spec import RunSpec
 
 def simulate_bench(config: RunSpec | dict | str | Path, profile: Profile | str, replicas: int = 2, *,
                    router_config: dict | str | None = None, rate: float | None = None, seed: int = 0,
-                   router: str = "llmd", kv_cache_tokens: int | None = None, ttft_overhead_s: float = 0.0) -> dict:
+                   router: str = "llmd", kv_cache_tokens: int | None = None, ttft_overhead_s: float = 0.0,
+                   host=None) -> dict:
     """``router``: ``llmd`` (the plugin Scheduler with ``router_config``) or ``pow2`` (Ray's default);
     ``kv_cache_tokens`` overrides the profile's KV size (e.g. a serve config's ``num_kv_blocks``);
     ``ttft_overhead_s`` is a fixed per-request delay before the engine (ingress, proxy, client) that the
-    simulator does not model, added to every request's arrival at the engine. ``config``: a benchmark config
-    (a ``BenchConfig``, its dict or YAML file; only seed, workload and load are read) or a ``RunSpec``."""
+    simulator does not model, added to every request's arrival at the engine. ``host``: a fitted
+    ``host.HostProfile`` (its overhead replaces ``ttft_overhead_s``; the replicas share one host).
+    ``config``: a benchmark config (a ``BenchConfig``, its dict or YAML file; only seed, workload and load are read) or a ``RunSpec``."""
     if isinstance(config, (str, Path)):
         config = yaml.safe_load(Path(config).read_text()) or {}
     cfg = RunSpec.of(config)
@@ -44,6 +46,11 @@ def simulate_bench(config: RunSpec | dict | str | Path, profile: Profile | str, 
         "qos": {"classes": {"default": {"priority": 1, "ttft_objective_s": 1000000.0, "itl_objective_s": 1000000.0}}, "default_class": "default"}})
     sim = Simulator(scaler, {prof.name: prof}, initial={"v": replicas}, router_config=router_config,
                     block_size=prof.block_size, seed=seed, router=router)
+    if host is not None:
+        from llmd_ray.sim.host import attach
+
+        attach(sim.all_replicas, host)
+        ttft_overhead_s = host.overhead_ms / 1000.0
     jobs = sim_jobs(cfg, rate=rate, time_offset=ttft_overhead_s)
     res = sim.run(jobs, until=max(j.arrival_s for j in jobs) + 3600)
     done = [r for r in res.requests if r.finished is not None and np.isfinite(r.finished)]

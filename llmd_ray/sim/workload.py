@@ -73,15 +73,21 @@ def block_hashes(text: SynthText, block_size: int) -> tuple[int, ...]:
         uid, n = segs[i]
         out_l, pieces_l = list(out), list(pieces)
         off = 0
-        while off < n:
-            take = min(n - off, block_size - fill)
-            pieces_l.append((uid, off, take))
-            off += take
-            fill += take
+        if fill and n:  # complete the open block first
+            off = min(n, block_size - fill)
+            pieces_l.append((uid, 0, off))
+            fill += off
             if fill == block_size:
                 prev = hash((prev, tuple(pieces_l)))
                 out_l.append(prev)
                 pieces_l, fill = [], 0
+        if not fill:  # whole blocks of this segment, then the open rest
+            while off + block_size <= n:
+                prev = hash((prev, ((uid, off, block_size),)))
+                out_l.append(prev)
+                off += block_size
+            if off < n:
+                pieces_l, fill = [(uid, off, n - off)], n - off
         out, pieces = tuple(out_l), tuple(pieces_l)
         if len(_STATE) > 500_000:
             _STATE.clear()
@@ -95,6 +101,7 @@ class SimTurn:
     user: SynthText | None  # chat: this turn's message
     max_tokens: int
     think_after_s: float
+    prehashed: tuple[int, tuple[int, ...]] | None = None  # (block size, block_hashes(prompt)): see prehash
 
 
 @dataclass(slots=True)
@@ -118,3 +125,11 @@ def sim_jobs(config: RunSpec | dict, rate: float | None = None, time_offset: flo
         sess = job.session_id if isinstance(cfg.workload, MultiTurnWorkload) else None
         out.append(SimJob(job.index, arr.t + time_offset, turns, job.system_prompt, sess and f"{sess}-{salt}"))
     return out
+
+
+def prehash(jobs: list[SimJob], block_size: int) -> None:
+    """Hash every full prompt now (``SimTurn.prehashed``), so a timed run does not (the same hashes)."""
+    for job in jobs:
+        for t in job.turns:
+            if t.prompt is not None:
+                t.prehashed = (block_size, block_hashes(t.prompt, block_size))

@@ -118,6 +118,10 @@ async def test_requests_follow_blocks_the_engine_reported(handles):
         await _route(handle, [1, 2, 3])
         await asyncio.sleep(0.2)
     assert len((await kv_index.stats.remote())["following"]) == 3
+    # ... and once it has replayed every engine it follows, the index stops telling routers it is recovering.
+    while (await kv_index.stats.remote())["recovering"]:
+        assert time.monotonic() < deadline, "the index never finished replaying the engines it follows"
+        await asyncio.sleep(0.1)
 
     rng = random.Random(1)
     for trial in range(3):

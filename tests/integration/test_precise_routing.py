@@ -3,8 +3,9 @@
 - The KV-index's prediction of cached tokens equals vLLM's reported
   ``cached_tokens`` for a sequence of requests (the router hashes token ids the
   way the engine does; events carry the same 64-bit hashes).
-- Killing the KVIndex replica degrades routing to the approximate index
-  (counted) and the index recovers by replaying the engines' event buffers.
+- A hung KVIndex degrades routing to the approximate index (counted); a
+  killed one is restarted and recovers by replaying the engines' event
+  buffers; prefixes keep their replica throughout.
 - Killing an LLMServer replica mid-run loses no request that had not started:
   those are retried on the survivor; started streams end with an error event.
 """
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -133,25 +136,60 @@ async def _router_counter(name: str) -> float:
                if line.startswith(f"ray_{name}") and not line.startswith("#") and "_created" not in line)
 
 
-async def test_index_death_degrades_to_approximate_and_recovers(precise_app, kv_index):
+def _pid_of(deployment: str) -> int:
+    """The process of this app's (single) replica of ``deployment``, from its Ray process title."""
+    title = f"ServeReplica:{APP}:{deployment}"
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and title in (d / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(d.name))
+        except OSError:
+            continue
+    assert len(pids) == 1, (title, pids)
+    return pids[0]
+
+
+async def test_hung_index_degrades_to_approximate_counted(precise_app, kv_index):
+    """An index that stops answering (stopped process) goes stale: routing falls back to the approximate
+    index, keeps the affinity it learned, and counts the fallback."""
+    rng = random.Random(4)
+    prefix = _tokens(rng, 4 * BLOCK)
+    async with httpx.AsyncClient(base_url=precise_app, timeout=120) as client:
+        await _complete(client, prefix + _tokens(rng, 20))
+        await _wait_indexed(kv_index, prefix)
+        before = await _router_counter("llmd_router_precise_fallbacks")
+        pid = _pid_of("KVIndex")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(3.0)  # > maxStalenessSeconds (2 s) in precise_routing.yaml, without a sync
+            body = await _complete(client, prefix + _tokens(rng, 20))
+            assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 4 * BLOCK
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while await _router_counter("llmd_router_precise_fallbacks") <= before and time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+        assert await _router_counter("llmd_router_precise_fallbacks") > before
+
+
+async def test_index_death_keeps_affinity_and_recovers(precise_app, kv_index):
+    """A killed index is restarted by Serve (often within a second or two). Until the new one has replayed
+    the engines' events routers do not trust it (``recovering``) or, while it is down, find their mirror stale;
+    either way the prefix keeps its replica, and the new index learns the pre-kill prefix again."""
     rng = random.Random(5)
     prefix = _tokens(rng, 4 * BLOCK)
     async with httpx.AsyncClient(base_url=precise_app, timeout=120) as client:
         await _complete(client, prefix + _tokens(rng, 20))
         await _wait_indexed(kv_index, prefix)
         epoch = (await kv_index.stats.remote())["epoch"]
-        before = await _router_counter("llmd_router_precise_fallbacks")
 
         [name] = _actor_names("KVIndex")
         _kill(name)
-        await asyncio.sleep(3.0)  # > maxStalenessSeconds (2 s) in precise_routing.yaml
-        # Routing still works (on the approximate index) and keeps the affinity it learned.
-        body = await _complete(client, prefix + _tokens(rng, 20))
-        assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 4 * BLOCK
-        deadline = time.monotonic() + 30
-        while await _router_counter("llmd_router_precise_fallbacks") <= before and time.monotonic() < deadline:
-            await asyncio.sleep(1.0)
-        assert await _router_counter("llmd_router_precise_fallbacks") > before
+        for _ in range(6):  # across the outage and the restart
+            body = await _complete(client, prefix + _tokens(rng, 20))
+            assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 4 * BLOCK
+            await asyncio.sleep(0.5)
 
         # Serve restarts the index; it re-learns the engines from routers' syncs and
         # replays their buffered events: the prefix cached before the kill is known again.
@@ -160,7 +198,7 @@ async def test_index_death_degrades_to_approximate_and_recovers(precise_app, kv_
             try:
                 stats = await kv_index.stats.remote()
                 held = await kv_index.lookup.remote(prefix, BLOCK, "0")
-                if stats["epoch"] != epoch and held and max(held.values()) == 4 * BLOCK:
+                if stats["epoch"] != epoch and not stats["recovering"] and held and max(held.values()) == 4 * BLOCK:
                     break
             except Exception:
                 pass

@@ -39,8 +39,22 @@ def test_environment():
         "VLLM_CPU_KVCACHE_SPACE": "3",
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
         "VLLM_CPU_OMP_THREADS_BIND": "1",
+        "TORCHDYNAMO_DISABLE": "1",  # eager on CPU: vLLM's logprobs helper runs uncompiled
     }
-    assert "VLLM_CPU_KVCACHE_SPACE" not in EngineConfig().environment("gpu", None)
+    gpu = EngineConfig().environment("gpu", None)
+    assert "VLLM_CPU_KVCACHE_SPACE" not in gpu and "TORCHDYNAMO_DISABLE" not in gpu  # GPU compiles its graphs
+    assert "TORCHDYNAMO_DISABLE" not in EngineConfig(enforce_eager=False).environment("cpu", None)
+    compiled = EngineConfig(engine_kwargs={"compilation_config": {"mode": 3}})
+    assert "TORCHDYNAMO_DISABLE" not in compiled.environment("cpu", None)
+    assert EngineConfig(enforce_eager=True).environment("gpu", None)["TORCHDYNAMO_DISABLE"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "method"),
+    [("auto", "cpu", "fork"), ("auto", "gpu", "spawn"), ("spawn", "cpu", "spawn"), ("fork", "gpu", "fork")],
+)
+def test_engine_core_start(setting, device, method):
+    assert EngineConfig(engine_core_start=setting).resolved_engine_core_start(device) == method
 
 
 def test_device_resolution():

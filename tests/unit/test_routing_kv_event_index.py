@@ -148,3 +148,13 @@ def test_speculation_off_and_expired_entries_are_dropped():
     for i in range(255):  # every 256th call prunes what has expired
         mirror.speculate("b", [100 + i], ttl_s=1.0, now=10.0)
     assert "a" not in mirror.speculative and len(mirror.speculative["b"]) == 255
+
+
+def test_mirror_follows_the_index_recovery_flag():
+    mirror = IndexMirror()
+    assert not mirror.is_recovering()
+    changes = KVEventIndex().changes(None, 0)
+    mirror.apply({**changes, "recovering": True})  # a restarted index, engines not replayed yet
+    assert mirror.is_recovering() and mirror.staleness_s() < 1.0
+    mirror.apply({**changes, "recovering": False})
+    assert not mirror.is_recovering()

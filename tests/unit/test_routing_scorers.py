@@ -90,8 +90,9 @@ def test_prefix_cache_short_request_scores_zero():
 
 
 class FakeView:
-    def __init__(self, hits, staleness=0.0, fail=False):
+    def __init__(self, hits, staleness=0.0, fail=False, recovering=False):
         self.hits, self.staleness, self.fail, self.calls = hits, staleness, fail, []
+        self.recovering = recovering
 
     def lookup(self, block_hashes):
         self.calls.append(list(block_hashes))
@@ -101,6 +102,9 @@ class FakeView:
 
     def staleness_s(self):
         return self.staleness
+
+    def is_recovering(self):
+        return self.recovering
 
 
 def test_fake_view_satisfies_protocol():
@@ -133,6 +137,8 @@ def test_precise_prefix_cache_tiers(hits, params, expected):
         (None, {}, "missing", [1.0, 0, 0]),
         (FakeView({"e2": (4, "gpu")}, staleness=60), {}, "stale", [1.0, 0, 0]),
         (FakeView({"e2": (4, "gpu")}, fail=True), {}, "error", [1.0, 0, 0]),
+        # a restarted index that has not replayed the engines yet: its (empty) answer is not trusted
+        (FakeView({}, recovering=True), {}, "recovering", [1.0, 0, 0]),
         (None, {"fallbackToApproximate": False}, "missing", [0, 0, 0]),
         (FakeView({"e2": (4, "gpu")}, staleness=60), {"maxStalenessSeconds": 100}, None, [0, 0, 1.0]),
     ],
@@ -146,7 +152,7 @@ def test_precise_prefix_cache_fallback(view, params, reason, expected):
     assert plugin.score(make_cycle(req, handle), make_endpoints(3)) == approx(expected)
     st = plugin.stats()
     assert st["lookups"] == 1
-    assert st["fallbacks"] == {k: int(k == reason) for k in ("missing", "stale", "error")}
+    assert st["fallbacks"] == {k: int(k == reason) for k in ("missing", "stale", "recovering", "error")}
 
 
 def routed(plugin, req, ep):

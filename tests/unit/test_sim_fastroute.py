@@ -10,6 +10,7 @@ from llmd_ray.autoscaling.perf import load_profile
 from llmd_ray.routing import Endpoint, RoutingRequest, Scheduler, default_config
 from llmd_ray.routing.framework import CycleState
 from llmd_ray.routing.plugins.max_score import MaxScorePicker
+from llmd_ray.routing.plugins.prefix_cache import PrefixCacheScorer
 from llmd_ray.routing.plugins.prefix_cache_affinity import PrefixCacheAffinityFilter
 from llmd_ray.routing.table import EndpointTable
 from llmd_ray.routing.testing import FakeClock, make_handle
@@ -17,6 +18,7 @@ from llmd_ray.sim.fastroute import FastRouter
 from llmd_ray.sim.fleet import Simulator
 from llmd_ray.sim.loadbounds import LoadBounds
 from llmd_ray.sim.ranking import BaseRanking
+from llmd_ray.sim.runindex import RunPrefixIndex
 from llmd_ray.sim.workload import sim_jobs
 
 BS = 4
@@ -37,10 +39,12 @@ def stats(rng: random.Random) -> tuple[int, float]:
     return rng.choice([0, 0, 1, 3, 6]), rng.choice([0.0, 0.1, 0.2, 0.3, 0.7, 0.9])
 
 
-def run(config, fast: bool, n: int = 120, count: int = 1500):
+def run(config, fast: bool, n: int = 120, count: int = 1500, run_index: bool = False):
     rng = random.Random(5)
     clock = FakeClock()
     sched = Scheduler.from_config(config, clock=clock, seed=3)
+    if run_index:  # the simulator's index (and FastRouter's TargetMatch hand-over with it)
+        sched.plugin_of_type(PrefixCacheScorer).index = RunPrefixIndex()
     router = FastRouter(sched)
     assert router.supported, router.unsupported
     eps = []
@@ -81,10 +85,11 @@ def run(config, fast: bool, n: int = 120, count: int = 1500):
 
 
 @pytest.mark.parametrize("name", ["default", "load-only"])
-def test_fast_router_decides_exactly_like_the_per_endpoint_path(name):
+@pytest.mark.parametrize("run_index", [False, True])
+def test_fast_router_decides_exactly_like_the_per_endpoint_path(name, run_index):
     config = DEFAULT if name == "default" else LOAD_ONLY
     by_list, stats_list, _ = run(config, fast=False)
-    by_fast, stats_fast, fallbacks = run(config, fast=True)
+    by_fast, stats_fast, fallbacks = run(config, fast=True, run_index=run_index)
     first = next((i for i, (a, b) in enumerate(zip(by_list, by_fast)) if a != b), None)
     assert first is None, f"decision {first} differs"
     assert stats_fast == stats_list
@@ -105,15 +110,22 @@ def test_the_simulator_routes_the_same_with_the_fast_router():
                                      "group_popularity": "zipf", "zipf_exponent": 0.8},
              "load": {"process": "poisson", "rate": 1000, "duration_s": 2}}
     runs = []
-    for fast, table in ((True, True), (False, False)):
+    # the simulator's defaults (fast router, prefix index per run, replica caches mirrored by it) against the
+    # per-endpoint path with the per-block index and each replica's own LRU
+    for fast in (True, False):
         sim = Simulator(cfg, {prof.name: prof}, initial={"h100": 64}, block_size=16, fast_routing=fast,
-                        table_routing=table)
+                        table_routing=fast, run_index=fast, mirror_cache=fast)
         res = sim.run(sim_jobs(bench), until=8)
-        runs.append(([(r.id, r.replica) for r in res.requests], sim.schedulers["h100"].stats()))
+        runs.append(([(r.id, r.replica, r.cached, r.finished) for r in res.requests],
+                     sim.schedulers["h100"].stats()))
+        index = sim.prefix["h100"].index
+        assert isinstance(index, RunPrefixIndex) == fast and getattr(index, "per_block", None) is None
         if fast:
             assert sim.fast["h100"].supported and sim.fast["h100"].fallbacks < 100
+            assert not any(r.cache for r in sim.all_replicas)  # the index stood for the replicas' caches
     (fast_run, fast_stats), (ref_run, ref_stats) = runs
-    assert len(fast_run) >= 1800 and len({r for _, r in fast_run}) >= 60  # spread over the fleet
+    assert len(fast_run) >= 1800 and len({r[1] for r in fast_run}) >= 60  # spread over the fleet
+    assert sum(r[2] > 0 for r in ref_run) > len(ref_run) / 3  # prefix hits: the caches are exercised
     assert fast_run == ref_run and fast_stats == ref_stats
 
 

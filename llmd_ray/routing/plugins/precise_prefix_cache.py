@@ -64,6 +64,8 @@ def precise_matches(cycle: CycleState, max_staleness_s: float) -> tuple[Mapping[
             try:
                 if view.staleness_s() > max_staleness_s:
                     cached = (None, "stale")
+                elif view.is_recovering():
+                    cached = (None, "recovering")
                 else:
                     cached = (view.lookup(cycle.request.event_block_hashes), "ok")
             except Exception:  # a broken view must not break routing
@@ -91,7 +93,7 @@ class PrecisePrefixCacheScorer(UsesPrefixIndex, Scorer):
         super().__init__(name, params, handle)
         self._weights = {k.lower(): v for k, v in params.tier_weights.items()}
         self.lookups = 0
-        self.fallbacks: dict[str, int] = {"missing": 0, "stale": 0, "error": 0}
+        self.fallbacks: dict[str, int] = {"missing": 0, "stale": 0, "recovering": 0, "error": 0}
 
     def needs_prefix_index(self) -> bool:
         return self.params.fallback_to_approximate

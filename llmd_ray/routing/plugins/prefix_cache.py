@@ -76,6 +76,10 @@ class PrefixCacheScorer(Scorer):
         self._prior = (event, m)
         return m
 
+    def routed_matches(self) -> dict[str, int] | None:
+        """The matches the last ``on_routed`` saw, before it recorded that request (None: no routing yet)."""
+        return self._prior[1] if self._prior is not None else None
+
     # -- hooks -------------------------------------------------------------------------------------
     def prepare(self, cycle: CycleState, endpoints: Sequence[Endpoint]) -> None:
         """Bound each endpoint's LRU by its reported ``num_blocks`` (once per table version)."""
