@@ -99,8 +99,21 @@ class PrefillRole(_Role):
 
     role = "prefill"
 
+    def __init__(self, pd: PDConfig | dict | None, replica_id: str, device: str):
+        super().__init__(pd, replica_id, device)
+        self.prefilling: set[str] = set()  # request ids accepted and not yet answered
+
     async def prefill(self, replica: Any, request: PrefillRequest) -> KVPayload | NixlPayload:
-        engine = replica.engine
+        self.prefilling.add(request.request_id)
+        try:
+            return await self._prefill(replica.engine, request)
+        finally:
+            self.prefilling.discard(request.request_id)
+
+    def pd_stats(self) -> dict:
+        return {"prefilling": sorted(self.prefilling)}
+
+    async def _prefill(self, engine: Any, request: PrefillRequest) -> KVPayload | NixlPayload:
         if self.pd.transport == "nixl":
             res = await run_prefill(engine, request.request_id, request.prompt_token_ids, {"do_remote_decode": True})
             if not res.kv_transfer_params:

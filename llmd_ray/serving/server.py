@@ -141,7 +141,7 @@ class LLMServer(EngineReplica):
         return await self._feature("prefill")(self, request)
 
     def pd_stats(self) -> dict:
-        """P/D decode role: decisions, handoffs, fallbacks, estimates (``pd.roles.DecodeRole``)."""
+        """P/D: decode role: decisions, handoffs, fallbacks, estimates; prefill role: the request ids it is prefilling."""
         return {**self._feature("pd_stats")(), "rank": self.rank}
 
     def tier_stats(self) -> dict:

@@ -93,6 +93,10 @@ def test_single_run_warns_when_the_host_was_oversubscribed():
 
     assert warned(_h(2.5, 3.5)) and "3.00 above its 2 cores" in warned(_h(2.5, 3.5))[0]
     assert warned(_h(1.5, 1.9)) == [] and warned(None) == []
+    # with the benchmark's own CPU measured, the load is the system under test's: not called invalid
+    own = _h(2.5, 3.5).model_copy(update={"benchmark_cpu_cores": 1.9, "foreign_busy_cores": 0.03})
+    [w] = warned(own)
+    assert "CPU-bound (1.90 cores in the benchmark's processes, 0.03 outside them" in w and "marked invalid" not in w
 
 
 def test_invalid_compare_prints_a_banner(capsys):
@@ -226,3 +230,20 @@ def test_client_priority_is_raised_and_restored():
         if p.raised:
             assert os.getpriority(os.PRIO_PROCESS, 0) == before - 5
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
+
+
+def test_client_priority_raises_and_restores_the_autogroup(tmp_path):
+    # where the kernel groups by session, a thread's niceness counts only inside its group: the group is raised too
+    from llmd_ray.bench.proctree import autogroup_nice, client_priority
+
+    group = tmp_path / "autogroup"
+    group.write_text("/autogroup-383 nice 0\n")
+    assert autogroup_nice(group) == 0
+    writes = []
+    with client_priority(10, autogroup=group) as p:
+        assert p.autogroup_raised and group.read_text() == "-10"
+        writes.append(group.read_text())
+    assert group.read_text() == "0" and writes == ["-10"]
+    assert autogroup_nice(tmp_path / "absent") is None  # no autogroups: nothing to raise
+    with client_priority(10, autogroup=tmp_path / "absent") as p:
+        assert not p.autogroup_raised

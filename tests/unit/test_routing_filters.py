@@ -23,7 +23,11 @@ ALGORITHM = """\
 #  5. Saturation: threshold = prefillTokensPerSecond * maxTtftPenaltySeconds;
 #     a warm endpoint is saturated when load(e) > threshold or it is at max_ongoing.
 #  6. Keep the unsaturated warm endpoints; if every warm endpoint is saturated,
-#     RELEASE: keep all, route by load.
+#     RELEASE: keep all, route by load. With releaseWhen: faster, release only if
+#     that starts the request sooner: some other endpoint's load + uncached tokens
+#     < the least of the same over the warm ones (not at max_ongoing); else HOLD:
+#     keep the warm ones. (At overload every endpoint is saturated: releasing
+#     would scatter the prefix for no gain.)
 """
 
 
@@ -75,6 +79,20 @@ def setup(records, params=None, clock=None):
         ({"e1": 5}, {"num_waiting": [10, 11, 10]}, {"imbalanceAbsTokens": 5, "imbalanceRatio": 3.0},
          ["e0", "e1", "e2"], "released", True),
         ({"e1": 5}, {"num_waiting": [0, 5, 0]}, {"imbalanceAbsTokens": 60}, ["e1"], "warm", False),
+        # releaseWhen faster: everyone saturated alike -> hold (e1 starts at 110 tokens, the others at 110 + 20)
+        ({"e1": 5}, {"num_waiting": [11, 11, 11]}, {"releaseWhen": "faster"}, ["e1"], "warm", False),
+        ({"e1": 5}, {"num_waiting": [11, 11, 11]}, {}, ["e0", "e1", "e2"], "released", True),
+        # ... an idle endpoint starts it sooner (0 + 20 < 110) -> release
+        ({"e1": 5}, {"num_waiting": [0, 11, 0]}, {"releaseWhen": "faster"}, ["e0", "e1", "e2"], "released", True),
+        # ... a cold endpoint ahead only by less than the prefill it would redo (100 + 20 >= 110) -> hold
+        ({"e1": 5}, {"num_waiting": [10, 11, 10]}, {"releaseWhen": "faster", "imbalanceAbsTokens": 5,
+                                                    "imbalanceRatio": 3.0}, ["e1"], "warm", False),
+        # ... the warm endpoint at max_ongoing cannot take it -> release
+        ({"e1": 5}, {"num_waiting": [11, 11, 11], "in_flight": [0, 4, 0], "max_ongoing": [4, 4, 4]},
+         {"releaseWhen": "faster"}, ["e0", "e1", "e2"], "released", True),
+        # ... every endpoint warm and saturated: nowhere else to go -> hold them all
+        ({"e0": 5, "e1": 5, "e2": 5}, {"num_waiting": [11, 12, 13]}, {"releaseWhen": "faster"},
+         ["e0", "e1", "e2"], "warm", False),
     ],
 )
 def test_prefix_cache_affinity(records, fields, params, kept, reason, affinity_off):
@@ -86,6 +104,13 @@ def test_prefix_cache_affinity(records, fields, params, kept, reason, affinity_o
     assert out.affinity is Affinity(reason) and out.reason.startswith(reason)
     assert out.affinity.by_load == affinity_off
     assert f.stats()["outcomes"][reason] == 1
+
+
+def test_held_verdicts_are_counted_and_explained():
+    handle, f = setup({"e1": 5}, {"releaseWhen": "faster"})
+    out = f.filter(make_cycle(make_request(BLOCKS), handle), make_endpoints(3, num_waiting=[11, 11, 11]))
+    assert out.reason == "warm: held 1 of 1 saturated warm endpoints (start cost 110 tokens, elsewhere 130)"
+    assert f.stats() == {"outcomes": {"cold": 0, "warm": 1, "released": 0, "imbalanced": 0}, "held": 1}
 
 
 def test_backlog_from_routed_requests_saturates_then_drains():
@@ -134,6 +159,9 @@ class View:
 
     def staleness_s(self):
         return self.staleness
+
+    def is_recovering(self):
+        return False
 
 
 @pytest.mark.parametrize("staleness, kept", [(0.0, ["e2"]), (99.0, ["e0"])])

@@ -21,6 +21,10 @@ CONFIGS = {
             {"pluginRef": "load-aware"}, {"pluginRef": "active-request"}, {"pluginRef": "max-score"}]}],
     },
 }
+# the same with step 6's releaseWhen: faster (hold a saturated warm set unless releasing starts sooner)
+CONFIGS["release-faster"] = {**CONFIGS["random-ties"], "plugins": [
+    {"type": "prefix-cache-affinity", "parameters": {"prefillTokensPerSecond": 50, "releaseWhen": "faster"}},
+    *CONFIGS["random-ties"]["plugins"][1:]]}
 
 
 def endpoints(n: int, rng: random.Random) -> list[Endpoint]:
@@ -64,7 +68,7 @@ def run(config, use_table: bool, n_endpoints: int = 120, count: int = 400, track
                 e.kv_cache_usage = rng.choice([0.0, 0.25, 0.5])
             table.sync()
         if i == 200:  # an endpoint goes away
-            gone = eps.pop(5)
+            gone = eps.pop(5 % len(eps))
             table.remove(gone.id)
             sched.remove_endpoint(gone.id)
         clock.advance(rng.choice([0.0, 0.01, 0.2]))
@@ -74,9 +78,12 @@ def run(config, use_table: bool, n_endpoints: int = 120, count: int = 400, track
 @pytest.mark.parametrize("track", [False, True])
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_table_path_decides_exactly_like_the_list_path(name, track):
-    by_list, stats_list = run(CONFIGS[name], use_table=False)
-    by_table, stats_table = run(CONFIGS[name], use_table=True, track=track)
+    n = 6 if name == "release-faster" else 120  # few endpoints: all saturated often, some other one free too
+    by_list, stats_list = run(CONFIGS[name], use_table=False, n_endpoints=n)
+    by_table, stats_table = run(CONFIGS[name], use_table=True, n_endpoints=n, track=track)
     assert stats_table == stats_list
+    if name == "release-faster":  # the hold branch was taken on both paths
+        assert stats_list["prefix-cache-affinity"]["held"] > 0 and stats_list["prefix-cache-affinity"]["outcomes"]["released"] > 0
     for i, (a, b) in enumerate(zip(by_list, by_table)):
         assert a == b, f"decision {i} differs"
     outcomes = stats_list["prefix-cache-affinity"]["outcomes"]

@@ -10,7 +10,11 @@
 #  5. Saturation: threshold = prefillTokensPerSecond * maxTtftPenaltySeconds;
 #     a warm endpoint is saturated when load(e) > threshold or it is at max_ongoing.
 #  6. Keep the unsaturated warm endpoints; if every warm endpoint is saturated,
-#     RELEASE: keep all, route by load.
+#     RELEASE: keep all, route by load. With releaseWhen: faster, release only if
+#     that starts the request sooner: some other endpoint's load + uncached tokens
+#     < the least of the same over the warm ones (not at max_ongoing); else HOLD:
+#     keep the warm ones. (At overload every endpoint is saturated: releasing
+#     would scatter the prefix for no gain.)
 #
 # backlog(e) is the router's own estimate: each request routed to e adds its uncached tokens
 # (prompt - matched blocks * block_size), and the backlog drains at prefillTokensPerSecond.
@@ -35,7 +39,7 @@ switch the profile's affinity scorers off.
 
 Parameters: ``prefillTokensPerSecond``, ``maxTtftPenaltySeconds``, ``warmFraction``,
 ``minMatchBlocks``, ``averageUncachedTokens``, ``imbalanceAbsTokens``, ``imbalanceRatio``,
-``matchSource``, ``maxStalenessSeconds``.
+``matchSource``, ``maxStalenessSeconds``, ``releaseWhen``.
 
 Example:
 
@@ -92,6 +96,9 @@ class PrefixCacheAffinityParameters(PluginParameters):
         "approximate", description="Where matches come from; precise falls back to approximate when unusable."
     )
     max_staleness_seconds: float = Field(10.0, gt=0, description="With matchSource precise: oldest usable view.")
+    release_when: Literal["saturated", "faster"] = Field(
+        "saturated", description="saturated: release whenever every warm endpoint is saturated; faster: only when "
+        "another endpoint would start the request sooner (load + uncached tokens), else hold the warm ones.")
 
 
 class PrefixCacheAffinityFilter(UsesPrefixIndex, Filter):
@@ -103,6 +110,7 @@ class PrefixCacheAffinityFilter(UsesPrefixIndex, Filter):
         self._backlog: dict[str, tuple[float, float]] = {}  # endpoint -> (tokens, as of)
         self._table = None  # (table uid, members, index_of, tokens array, as-of array): _backlog by position
         self.outcomes = {str(a): 0 for a in (Affinity.COLD, Affinity.WARM, Affinity.RELEASED, Affinity.IMBALANCED)}
+        self.held = 0  # warm verdicts where every warm endpoint was saturated but releasing would not pay
 
     @property
     def threshold_tokens(self) -> float:
@@ -164,8 +172,24 @@ class PrefixCacheAffinityFilter(UsesPrefixIndex, Filter):
         if kept:
             reason = f"warm: {len(kept)} of {len(warm)} warm endpoints under {threshold:.0f} tokens (best {best})"
             return self._verdict(kept, Affinity.WARM, reason)
+        if p.release_when == "faster":
+            req, is_warm = cycle.request, set(warm)
+            cost = [loads[i] + max(0, req.num_tokens - m * req.block_size) for i, m in enumerate(matched)]
+            usable = [i for i in range(len(endpoints)) if not endpoints[i].at_capacity]
+            warm_best = min((cost[i] for i in usable if i in is_warm), default=None)
+            other_best = min((cost[i] for i in usable if i not in is_warm), default=None)
+            if warm_best is not None and (other_best is None or other_best >= warm_best):
+                held = [endpoints[i] for i in usable if i in is_warm]
+                return self._hold(held, len(held), len(warm), warm_best, other_best)
         return self._verdict(endpoints, Affinity.RELEASED,
                              f"released: all {len(warm)} warm endpoints saturated (> {threshold:.0f} tokens)")
+
+    def _hold(self, kept, n_kept: int, n_warm: int, warm_best: float, other_best: float | None) -> FilterResult:
+        """Step 6 with ``releaseWhen: faster``: every warm endpoint is saturated, but none other starts sooner."""
+        self.held += 1
+        other = "none free" if other_best is None else f"{other_best:.0f}"
+        return self._verdict(kept, Affinity.WARM, f"warm: held {n_kept} of {n_warm} saturated warm endpoints "
+                             f"(start cost {warm_best:.0f} tokens, elsewhere {other})")
 
     def _backlog_arrays(self, table) -> tuple[np.ndarray, np.ndarray]:
         """``_backlog`` aligned with ``table``'s positions (absent: 0 tokens as of 0, which never counts)."""
@@ -209,6 +233,16 @@ class PrefixCacheAffinityFilter(UsesPrefixIndex, Filter):
             n_kept = int(kept.sum())
             reason = f"warm: {n_kept} of {n_warm} warm endpoints under {threshold:.0f} tokens (best {best})"
             return self._verdict(kept, Affinity.WARM, reason)
+        if p.release_when == "faster":
+            req = cycle.request
+            cost = loads + np.maximum(0, req.num_tokens - matched * req.block_size)
+            usable = np.array([not cands.endpoint(i).at_capacity for i in range(len(cands))], dtype=bool)
+            w, o = usable & warm, usable & ~warm
+            if w.any():
+                warm_best = float(cost[w].min())
+                other_best = float(cost[o].min()) if o.any() else None
+                if other_best is None or other_best >= warm_best:
+                    return self._hold(w, int(w.sum()), n_warm, warm_best, other_best)
         return self._verdict(None, Affinity.RELEASED,
                              f"released: all {n_warm} warm endpoints saturated (> {threshold:.0f} tokens)")
 
@@ -228,4 +262,4 @@ class PrefixCacheAffinityFilter(UsesPrefixIndex, Filter):
             t[3][pos] = t[4][pos] = 0.0
 
     def stats(self) -> dict:
-        return {"outcomes": dict(self.outcomes)}
+        return {"outcomes": dict(self.outcomes), "held": self.held}
