@@ -25,7 +25,8 @@ target of the issue marked met or missed -> ``table.md`` and ``table.json``.
 
 Systems (``--systems``): ``pow2`` (Ray Serve's power-of-two router, the baseline), ``llmd-default``
 (``build_app``'s default profile), ``llmd-predicted`` (the predicted-latency picker), ``llmd-hold`` (the
-default with ``releaseWhen: faster``), ``ray-serve-llm`` (Ray
+default with ``releaseWhen: faster``), ``llmd-strict`` (that with ``warmFraction: 1.0`` and a 1 s release
+margin), ``ray-serve-llm`` (Ray
 Serve LLM's PrefixCacheAffinityRouter, ``bench/routing/peers/ray_serve_llm.py``, needs the ``peers`` extra).
 Flags the script does not know go to the harness.
 """
@@ -50,6 +51,7 @@ SYSTEMS = {"pow2": f"serve:{HERE / 'serve_pow2_pressure.yaml'}",
            "llmd-default": f"serve:{HERE / 'serve_llmd_default_pressure.yaml'}",
            "llmd-predicted": f"serve:{HERE / 'serve_llmd_predicted_pressure.yaml'}",
            "llmd-hold": f"serve:{HERE / 'serve_llmd_hold_pressure.yaml'}",
+           "llmd-strict": f"serve:{HERE / 'serve_llmd_strict_pressure.yaml'}",
            "ray-serve-llm": f"cmd:{PY} {HERE / 'peers' / 'ray_serve_llm.py'}"}  # 128 KV blocks, its own
 FIGURES = ("ttft_ms.p50", "ttft_ms.p90", "ttft_ms.p99", "goodput", "cache_hit_rate", "tpot_ms.p50",
            "request_throughput", "failed")

@@ -27,7 +27,9 @@ ALGORITHM = """\
 #     that starts the request sooner: some other endpoint's load + uncached tokens
 #     < the least of the same over the warm ones (not at max_ongoing); else HOLD:
 #     keep the warm ones. (At overload every endpoint is saturated: releasing
-#     would scatter the prefix for no gain.)
+#     would scatter the prefix for no gain.) releaseMarginSeconds: release only
+#     if the other endpoint starts it more than this much sooner
+#     (x prefillTokensPerSecond tokens).
 """
 
 
@@ -90,6 +92,12 @@ def setup(records, params=None, clock=None):
         # ... the warm endpoint at max_ongoing cannot take it -> release
         ({"e1": 5}, {"num_waiting": [11, 11, 11], "in_flight": [0, 4, 0], "max_ongoing": [4, 4, 4]},
          {"releaseWhen": "faster"}, ["e0", "e1", "e2"], "released", True),
+        # ... an idle endpoint sooner by 90 tokens, but the margin asks for more (1 s x 100 tokens/s) -> hold
+        ({"e1": 5}, {"num_waiting": [0, 11, 0]}, {"releaseWhen": "faster", "releaseMarginSeconds": 1.0},
+         ["e1"], "warm", False),
+        # ... sooner by more than the margin (0.8 s x 100 = 80 tokens < 90) -> release
+        ({"e1": 5}, {"num_waiting": [0, 11, 0]}, {"releaseWhen": "faster", "releaseMarginSeconds": 0.8},
+         ["e0", "e1", "e2"], "released", True),
         # ... every endpoint warm and saturated: nowhere else to go -> hold them all
         ({"e0": 5, "e1": 5, "e2": 5}, {"num_waiting": [11, 12, 13]}, {"releaseWhen": "faster"},
          ["e0", "e1", "e2"], "warm", False),

@@ -25,6 +25,11 @@ CONFIGS = {
 CONFIGS["release-faster"] = {**CONFIGS["random-ties"], "plugins": [
     {"type": "prefix-cache-affinity", "parameters": {"prefillTokensPerSecond": 50, "releaseWhen": "faster"}},
     *CONFIGS["random-ties"]["plugins"][1:]]}
+# ... strict: only the best-matching endpoints are warm, released only when another starts 1 s sooner
+CONFIGS["release-margin"] = {**CONFIGS["random-ties"], "plugins": [
+    {"type": "prefix-cache-affinity", "parameters": {"prefillTokensPerSecond": 50, "releaseWhen": "faster",
+                                                     "releaseMarginSeconds": 1.0, "warmFraction": 1.0}},
+    *CONFIGS["random-ties"]["plugins"][1:]]}
 
 
 def endpoints(n: int, rng: random.Random) -> list[Endpoint]:
@@ -78,11 +83,11 @@ def run(config, use_table: bool, n_endpoints: int = 120, count: int = 400, track
 @pytest.mark.parametrize("track", [False, True])
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_table_path_decides_exactly_like_the_list_path(name, track):
-    n = 6 if name == "release-faster" else 120  # few endpoints: all saturated often, some other one free too
+    n = 6 if name.startswith("release-") else 120  # few endpoints: all saturated often, some other one free too
     by_list, stats_list = run(CONFIGS[name], use_table=False, n_endpoints=n)
     by_table, stats_table = run(CONFIGS[name], use_table=True, n_endpoints=n, track=track)
     assert stats_table == stats_list
-    if name == "release-faster":  # the hold branch was taken on both paths
+    if name.startswith("release-"):  # the hold branch was taken on both paths
         assert stats_list["prefix-cache-affinity"]["held"] > 0 and stats_list["prefix-cache-affinity"]["outcomes"]["released"] > 0
     for i, (a, b) in enumerate(zip(by_list, by_table)):
         assert a == b, f"decision {i} differs"

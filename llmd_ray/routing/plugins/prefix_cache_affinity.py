@@ -14,7 +14,9 @@
 #     that starts the request sooner: some other endpoint's load + uncached tokens
 #     < the least of the same over the warm ones (not at max_ongoing); else HOLD:
 #     keep the warm ones. (At overload every endpoint is saturated: releasing
-#     would scatter the prefix for no gain.)
+#     would scatter the prefix for no gain.) releaseMarginSeconds: release only
+#     if the other endpoint starts it more than this much sooner
+#     (x prefillTokensPerSecond tokens).
 #
 # backlog(e) is the router's own estimate: each request routed to e adds its uncached tokens
 # (prompt - matched blocks * block_size), and the backlog drains at prefillTokensPerSecond.
@@ -39,7 +41,7 @@ switch the profile's affinity scorers off.
 
 Parameters: ``prefillTokensPerSecond``, ``maxTtftPenaltySeconds``, ``warmFraction``,
 ``minMatchBlocks``, ``averageUncachedTokens``, ``imbalanceAbsTokens``, ``imbalanceRatio``,
-``matchSource``, ``maxStalenessSeconds``, ``releaseWhen``.
+``matchSource``, ``maxStalenessSeconds``, ``releaseWhen``, ``releaseMarginSeconds``.
 
 Example:
 
@@ -99,6 +101,9 @@ class PrefixCacheAffinityParameters(PluginParameters):
     release_when: Literal["saturated", "faster"] = Field(
         "saturated", description="saturated: release whenever every warm endpoint is saturated; faster: only when "
         "another endpoint would start the request sooner (load + uncached tokens), else hold the warm ones.")
+    release_margin_seconds: float = Field(
+        0.0, ge=0, description="With releaseWhen faster: how much sooner (seconds of prefill at "
+        "prefillTokensPerSecond) another endpoint must start the request for the warm ones to be released.")
 
 
 class PrefixCacheAffinityFilter(UsesPrefixIndex, Filter):
@@ -178,7 +183,8 @@ class PrefixCacheAffinityFilter(UsesPrefixIndex, Filter):
             usable = [i for i in range(len(endpoints)) if not endpoints[i].at_capacity]
             warm_best = min((cost[i] for i in usable if i in is_warm), default=None)
             other_best = min((cost[i] for i in usable if i not in is_warm), default=None)
-            if warm_best is not None and (other_best is None or other_best >= warm_best):
+            margin = p.release_margin_seconds * p.prefill_tokens_per_second
+            if warm_best is not None and (other_best is None or other_best + margin >= warm_best):
                 held = [endpoints[i] for i in usable if i in is_warm]
                 return self._hold(held, len(held), len(warm), warm_best, other_best)
         return self._verdict(endpoints, Affinity.RELEASED,
@@ -241,7 +247,7 @@ class PrefixCacheAffinityFilter(UsesPrefixIndex, Filter):
             if w.any():
                 warm_best = float(cost[w].min())
                 other_best = float(cost[o].min()) if o.any() else None
-                if other_best is None or other_best >= warm_best:
+                if other_best is None or other_best + p.release_margin_seconds * p.prefill_tokens_per_second >= warm_best:
                     return self._hold(w, int(w.sum()), n_warm, warm_best, other_best)
         return self._verdict(None, Affinity.RELEASED,
                              f"released: all {n_warm} warm endpoints saturated (> {threshold:.0f} tokens)")
